@@ -1,0 +1,59 @@
+"""Decode kernels: Triton on CUDA, plain PyTorch everywhere else.
+
+Every kernel comes as three functions with one signature:
+
+    kernels/<name>.py          <name>_reference   plain PyTorch; any device; differentiable
+                               <name>             dispatcher: Triton when `use_triton(...)`, else the reference
+    kernels/<name>_triton.py   <name>_triton      the Triton kernel(s) and their launcher
+
+    rmsnorm           RMSNorm in fp32, optionally fused with the residual add
+    rope              rotary embedding of q and k in one launch (HF rotate_half convention)
+    decode_attention  one new token against the static KV cache, GQA, split-K (flash-decoding)
+    sample            greedy / temperature / top-k / top-p sampling with no host sync
+
+The Triton half lives in its own module for two reasons: triton is optional (a CPU install
+runs the references and never imports it), and `@triton.jit` decides at decoration time whether
+a kernel runs compiled or in the CPU interpreter (`TRITON_INTERPRET=1`), so only code that means
+to run Triton may import those modules, after choosing the mode. The kernel tests set the variable
+when there is no GPU and then import `kernels.<name>_triton`:
+
+    python -m pytest -q tests/test_kernels_*.py                # CPU: Triton interpreter vs references
+    python -m pytest -q -m gpu tests/test_kernels_*.py         # CUDA: real shapes, bf16 and fp32
+    python -m bench.kernels                                    # CUDA: speed vs references and HBM
+
+All launchers are free of host synchronisation and take only device tensors for anything that
+changes between decode steps, so a decode step that calls them can be captured in a CUDA graph
+(run each kernel once before capture so that Triton compiles outside it).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+
+@functools.cache
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def use_triton(*tensors: torch.Tensor) -> bool:
+    """True when the Triton kernel should run on these inputs: all on CUDA, triton installed, and
+    no gradient wanted (the kernels have no backward; training goes through the references)."""
+    if not all(t.is_cuda for t in tensors) or not triton_available():
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def parallel_programs(device: torch.device) -> int:
+    """How many programs fill the device: two per SM on CUDA; 4 under the CPU interpreter (enough
+    to exercise the split-and-reduce paths while keeping interpreted grids small)."""
+    if device.type != "cuda":
+        return 4
+    return 2 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())

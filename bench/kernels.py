@@ -1,0 +1,184 @@
+"""Kernel benchmark (CUDA only): each Triton kernel against its PyTorch reference, eager and
+torch.compile'd (and decode attention also against SDPA with a mask, what the model would use
+without the kernel), and against the HBM bandwidth measured in the same run.
+
+    python -m bench.kernels                          # all kernels
+    python -m bench.kernels --only decode_attention  # one or more of: rmsnorm rope decode_attention sample
+
+Every time is a CUDA-graph replay of many calls (triton.testing.do_bench_cudagraph), so Python
+launch overhead is out, as in the sampler's captured decode step. "bytes" is the least the kernel
+must move (inputs read once, outputs written once; for decode attention only the valid cache
+range); GB/s and the fraction of HBM bandwidth follow from it. The bandwidth is a 2 GiB
+device-to-device copy. Cases whose bytes fit in L2 are marked "L2": their data stays in cache
+between replays, so their GB/s may exceed HBM and their time, not their bandwidth, is the number
+to read. One JSON line per case goes to bench/results/kernels.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from bench.results_log import append_result
+
+DEVICE = torch.device("cuda")
+KERNELS = ("rmsnorm", "rope", "decode_attention", "sample")
+QWEN_VOCAB = 151_936
+MODELS = {"0.5B": dict(hidden=896, H_q=14, H_kv=2, D=64), "3B": dict(hidden=2048, H_q=16, H_kv=2, D=128)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    kernel: str
+    name: str
+    shape: dict
+    bytes: int
+    triton: Callable[[], object]
+    reference: Callable[[], object]
+    baselines: dict[str, Callable[[], object]]      # more implementations to time (SDPA, variants)
+
+
+def _time_us(fn: Callable[[], object]) -> float:
+    import triton.testing
+    return triton.testing.do_bench_cudagraph(fn, rep=100) * 1e3
+
+
+def _hbm_bytes_per_s() -> float:
+    import triton.testing
+    src = torch.empty(2**30, dtype=torch.int16, device=DEVICE)          # 2 GiB
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=5, rep=200)
+    return 2 * src.numel() * src.element_size() / (ms * 1e-3)
+
+
+def _nbytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _rmsnorm_case(model: str, rows: int) -> Case:
+    from kernels.rmsnorm import rmsnorm_reference
+    from kernels.rmsnorm_triton import rmsnorm_triton
+    N = MODELS[model]["hidden"]
+    x, r = torch.randn(2, rows, N, device=DEVICE, dtype=torch.bfloat16)
+    w = torch.randn(N, device=DEVICE, dtype=torch.bfloat16)
+    return Case("rmsnorm", f"{model} rows={rows} fused residual", dict(rows=rows, hidden=N),
+                _nbytes(x, r, w) + 2 * _nbytes(x),
+                lambda: rmsnorm_triton(x, w, 1e-6, r), lambda: rmsnorm_reference(x, w, 1e-6, r), {})
+
+
+def _rope_case(model: str, B: int, T: int) -> Case:
+    from kernels.rope import rope_reference
+    from kernels.rope_triton import rope_triton
+    H_q, H_kv, D = MODELS[model]["H_q"], MODELS[model]["H_kv"], MODELS[model]["D"]
+    q = torch.randn(B, T, H_q, D, device=DEVICE, dtype=torch.bfloat16)
+    k = torch.randn(B, T, H_kv, D, device=DEVICE, dtype=torch.bfloat16)
+    cos, sin = torch.randn(2, 8192, D, device=DEVICE)
+    pos = torch.randint(0, 8192, (B, T), device=DEVICE)
+    return Case("rope", f"{model} B={B} T={T}", dict(B=B, T=T, H_q=H_q, H_kv=H_kv, D=D),
+                2 * _nbytes(q, k) + 2 * B * T * D * 4 + _nbytes(pos),
+                lambda: rope_triton(q, k, cos, sin, pos), lambda: rope_reference(q, k, cos, sin, pos), {})
+
+
+def _attention_case(model: str, B: int, S_max: int, max_pad: int) -> Case:
+    from kernels.decode_attention import decode_attention_reference
+    from kernels.decode_attention_triton import decode_attention_triton
+    H_q, H_kv, D = MODELS[model]["H_q"], MODELS[model]["H_kv"], MODELS[model]["D"]
+    q = torch.randn(B, H_q, D, device=DEVICE, dtype=torch.bfloat16)
+    k, v = torch.randn(2, B, H_kv, S_max, D, device=DEVICE, dtype=torch.bfloat16)
+    start = torch.randint(0, max_pad + 1, (B,), device=DEVICE, dtype=torch.int32)
+    end = torch.full((B,), S_max, device=DEVICE, dtype=torch.int32)
+    pos = torch.arange(S_max, device=DEVICE)
+    mask = ((pos >= start[:, None]) & (pos < end[:, None]))[:, None, None, :]       # [B, 1, 1, S]
+    keys = int((end - start).sum())
+
+    def triton_with(**knobs):
+        return lambda: decode_attention_triton(q, k, v, start, end, **knobs)
+
+    baselines = {"sdpa": lambda: F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=mask,
+                                                                enable_gqa=True),
+                 "triton block_n=32": triton_with(block_n=32), "triton block_n=128": triton_with(block_n=128),
+                 "triton splits=1": triton_with(num_splits=1)}
+    return Case("decode_attention", f"{model} B={B} ctx={S_max} pad<={max_pad}",
+                dict(B=B, S_max=S_max, H_q=H_q, H_kv=H_kv, D=D, mean_len=keys / B),
+                2 * keys * H_kv * D * 2 + 2 * _nbytes(q) + 2 * _nbytes(start),
+                triton_with(), lambda: decode_attention_reference(q, k, v, start, end), baselines)
+
+
+def _sample_case(B: int, temperature: float) -> Case:
+    from kernels.sampling import sample_reference
+    from kernels.sampling_triton import sample_triton
+    logits = torch.randn(B, QWEN_VOCAB, device=DEVICE, dtype=torch.bfloat16)
+    uniform = torch.rand(B, QWEN_VOCAB, device=DEVICE)
+    read = _nbytes(logits) + (_nbytes(uniform) if temperature else 0)
+    return Case("sample", f"V={QWEN_VOCAB} B={B} T={temperature}",
+                dict(B=B, V=QWEN_VOCAB, temperature=temperature), read + B * 12,
+                lambda: sample_triton(logits, uniform, temperature),
+                lambda: sample_reference(logits, uniform, temperature), {})
+
+
+# Decode shapes of both models, plus one prefill-sized case where it tells bandwidth. Attention:
+# long single contexts, the RL rollout (prompt 256 + 512 new, ragged prompts), the largest batch.
+CASES = {
+    "rmsnorm": lambda: (_rmsnorm_case(*c) for c in (("0.5B", 1), ("0.5B", 64), ("3B", 128), ("3B", 16384))),
+    "rope": lambda: (_rope_case(*c) for c in (("0.5B", 1, 1), ("0.5B", 64, 1), ("3B", 128, 1), ("3B", 64, 256))),
+    "decode_attention": lambda: (_attention_case(*c) for c in (
+        ("0.5B", 1, 4096, 0), ("3B", 1, 4096, 0), ("0.5B", 64, 768, 128), ("3B", 64, 768, 128),
+        ("0.5B", 128, 4096, 0), ("3B", 128, 4096, 0))),
+    "sample": lambda: (_sample_case(*c) for c in ((1, 1.0), (64, 1.0), (128, 1.0), (64, 0.0))),
+}
+
+
+def _run_case(case: Case, hbm: float, l2_bytes: int) -> dict:
+    times = {"triton": _time_us(case.triton), "eager": _time_us(case.reference)}
+    try:
+        times["compiled"] = _time_us(torch.compile(case.reference, dynamic=False))
+    except Exception as exc:                 # a compile failure must not lose the other numbers
+        print(f"  torch.compile failed for {case.kernel} {case.name}: {type(exc).__name__}: {exc}"[:300])
+        times["compiled"] = None
+    times.update({name: _time_us(fn) for name, fn in case.baselines.items()})
+    gbps = case.bytes / (times["triton"] * 1e-6) / 1e9
+    return {"kernel": case.kernel, "case": case.name, **case.shape, "dtype": "bfloat16",
+            "bytes": case.bytes, "l2_resident": case.bytes < l2_bytes, "us": times,
+            "speedup_vs": {name: t / times["triton"] for name, t in times.items() if name != "triton" and t},
+            "triton_GBps": gbps, "hbm_GBps": hbm / 1e9, "hbm_fraction": gbps * 1e9 / hbm}
+
+
+def _print_row(rec: dict) -> None:
+    us, speedup = rec["us"], rec["speedup_vs"]
+    compiled = f"{us['compiled']:9.1f} ({speedup['compiled']:5.2f}x)" if us["compiled"] else f"{'failed':>17s}"
+    others = "  ".join(f"{name} {t:.1f} ({speedup[name]:.2f}x)" for name, t in us.items()
+                       if name not in ("triton", "eager", "compiled"))
+    print(f"{rec['kernel']:17s} {rec['case']:32s} {us['triton']:9.1f} {us['eager']:9.1f} "
+          f"({speedup['eager']:5.2f}x) {compiled} {rec['triton_GBps']:7.0f} "
+          f"{100 * rec['hbm_fraction']:5.1f}%{' L2' if rec['l2_resident'] else '   '}  {others}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=KERNELS, default=list(KERNELS))
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench.kernels needs a CUDA GPU and none is present: run it on the GPU machine "
+                         "(python -m bench.kernels)")
+    torch.manual_seed(0)
+    props = torch.cuda.get_device_properties(0)
+    hbm = _hbm_bytes_per_s()
+    print(f"{props.name}: device copy {hbm / 1e9:.0f} GB/s, L2 {props.L2_cache_size / 2**20:.0f} MiB; "
+          "times in us, (speedup) = other's time / triton's")
+    print(f"{'kernel':17s} {'case':32s} {'triton':>9s} {'eager':>9s} {'(speedup)':9s} {'compiled':>9s} "
+          f"{'(speedup)':9s} {'GB/s':>7s} {'HBM':>6s}     other")
+    with torch.no_grad():
+        for kernel in args.only:
+            for case in CASES[kernel]():
+                rec = _run_case(case, hbm, props.L2_cache_size)
+                _print_row(rec)
+                append_result("kernels", rec)
+                torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
