@@ -68,6 +68,17 @@ def test_triton_equals_reference_gpu(dtype, H_q, H_kv, D, B, T):
     q, k, cos, sin, positions = _inputs(B, T, H_q, H_kv, D, dtype, "cuda", max_pos=8192, seed=B + T)
     got_q, got_k = rope(q, k, cos, sin, positions)                  # dispatches to Triton
     want_q, want_k = rope_reference(q, k, cos, sin, positions)
-    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0, rtol=0)
-    torch.testing.assert_close(got_q, want_q, **tol)
-    torch.testing.assert_close(got_k, want_k, **tol)
+    if dtype == torch.float32:
+        torch.testing.assert_close(got_q, want_q, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_k, want_k, atol=1e-5, rtol=1e-5)
+        return
+    # bf16: on the GPU Triton contracts q*cos + rot(q)*sin into fp32 FMAs, so it rounds once where
+    # the reference (like HF) rounds three times; bit equality is not expected (measured on an H100:
+    # 15 % of elements differ by one bf16 ulp). Demand instead that Triton is never further from
+    # the exact fp32 result than the bf16 reference is, plus half an ulp.
+    exact_q, exact_k = rope_reference(q.float(), k.float(), cos, sin, positions)
+    for got, want, exact in ((got_q, want_q, exact_q), (got_k, want_k, exact_k)):
+        err_got = (got.float() - exact).abs()
+        err_ref = (want.float() - exact).abs()
+        half_ulp = exact.abs().clamp_min(1e-30) * 2.0 ** -8    # >= half a bf16 ulp
+        assert bool((err_got <= err_ref + half_ulp).all()), float((err_got - err_ref).max())
