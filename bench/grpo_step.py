@@ -1,0 +1,170 @@
+"""One GRPO step at Qwen2.5-0.5B shapes: time split generate / reward / train, train MFU, memory.
+
+    python -m bench.grpo_step                          # GPU: 64 prompts x 256 tokens, 8 completions
+                                                       #      each, 512 new tokens, bf16
+    python -m bench.grpo_step --peak-tflops 989        # H100 SXM bf16 dense (the default)
+    python -m bench.grpo_step --tiny                   # CPU smoke run at toy shapes (not logged)
+    torchrun --nproc_per_node=2 -m bench.grpo_step     # FSDP2 over 2 GPUs, same global batch
+
+Random weights (normal(0, 0.02)) with the real Qwen2.5-0.5B config: nothing depends on weight
+values except when generation stops, and random weights never emit a stop token, so every
+completion runs to `--new-tokens` (the worst case the step must handle). Prompts are random
+token ids; the tokenizer spells ids as numbers (decoding costs about what a real one does), and
+the reward does a little string work per completion (a regex count), through the reward pool.
+
+Reported (and appended to bench/results/grpo_step.jsonl):
+  time/generate, time/reward (reward time not hidden behind generation), time/prepare (old and
+  reference log-probs), time/train (prepare + optimiser update), the step's share of each;
+  train MFU = 6 * params * tokens / time/update / peak  (the update: forward + backward of every
+  token of every sequence once per epoch), and the same with the prepare forwards
+  (2 * params * tokens each) over time/train; peak GPU memory.
+`params` counts every weight once (the tied LM head included); the formula ignores attention's
+quadratic term and that our LM head runs on response positions only, so it is the usual
+conservative estimate. The ratio printed is MFU against the hardware peak.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+
+import torch
+
+from bench.results_log import append_result
+from model.config import ModelConfig
+from model.transformer import Transformer
+from rl.config import OptimConfig, RLConfig, SamplingConfig
+from rl.distributed import finish
+from rl.interfaces import Prompt, RewardResult
+from rl.trainer import Trainer
+
+QWEN25_05B = ModelConfig(model_type="qwen2", vocab_size=151936, hidden_size=896,
+                         intermediate_size=4864, num_layers=24, num_heads=14, num_kv_heads=2,
+                         head_dim=64, rms_norm_eps=1e-6, rope_theta=1_000_000.0, qkv_bias=True,
+                         tie_word_embeddings=True, max_position_embeddings=32768)
+TINY = dataclasses.replace(QWEN25_05B, vocab_size=512, hidden_size=64, intermediate_size=128,
+                           num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
+
+
+class NumberTokenizer:
+    """Token ids written as space-separated numbers; no stop tokens."""
+    pad_token_id = 0
+    stop_token_ids: list[int] = []
+    chat_template = None
+
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in text.split()]
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return " ".join(map(str, ids))
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomPromptTask:
+    num_prompts: int
+    prompt_len: int
+    vocab: int
+
+    def prompts(self) -> list[Prompt]:
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(1, self.vocab, (self.num_prompts, self.prompt_len), generator=g)
+        return [Prompt(text=" ".join(map(str, row.tolist()))) for row in ids]
+
+    def reward(self, prompts, completions, **meta) -> RewardResult:
+        hits = [len(re.findall(r"\b\d*7\b", c)) for c in completions]
+        return RewardResult([h / max(1, len(c.split())) for h, c in zip(hits, completions)])
+
+
+def random_model(cfg: ModelConfig, device: str) -> Transformer:
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Transformer(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02)
+    return model.to(torch.bfloat16)      # "random bf16 weights"; the trainer keeps fp32 masters
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tiny", action="store_true", help="toy shapes on CPU (a smoke run)")
+    p.add_argument("--prompts", type=int, default=64)
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--prompt-len", type=int, default=256)
+    p.add_argument("--new-tokens", type=int, default=512)
+    p.add_argument("--mini-batch-prompts", type=int, default=16)
+    p.add_argument("--micro-batch", type=int, default=8, help="sequences per forward/backward")
+    p.add_argument("--steps", type=int, default=2, help="measured steps (after one warm-up step)")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--peak-tflops", type=float, default=989.0,
+                   help="hardware peak for MFU (H100 SXM bf16 dense: 989)")
+    a = p.parse_args(argv)
+    if a.tiny:
+        a.prompts, a.group_size, a.prompt_len, a.new_tokens = 8, 4, 16, 16
+        a.mini_batch_prompts, a.micro_batch, a.steps = 4, 8, 1
+    device = "cpu" if a.tiny or not torch.cuda.is_available() else "cuda"
+    mcfg = TINY if a.tiny else QWEN25_05B
+    cfg = RLConfig(algorithm="grpo", total_steps=a.steps + 1, prompts_per_step=a.prompts,
+                   group_size=a.group_size, mini_batch_prompts=a.mini_batch_prompts,
+                   micro_batch_size=a.micro_batch,
+                   sampling=SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0),
+                   kl_coef=0.001, actor_optim=OptimConfig(lr=1e-6),
+                   precision="bf16" if device == "cuda" else "fp32",
+                   gradient_checkpointing=a.gradient_checkpointing, reward_workers=4,
+                   checkpoint_every=10**9)
+    task = RandomPromptTask(a.prompts * (a.steps + 1), a.prompt_len, mcfg.vocab_size)
+    model = random_model(mcfg, device)
+    n_params = sum(p.numel() for p in model.parameters())
+    trainer = Trainer(cfg, model, NumberTokenizer(), task, "/tmp/bench_grpo_step", device=device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    say = print if trainer.dist.is_main else (lambda *_: None)
+    rows = []
+    for i in range(a.steps + 1):
+        m = trainer.train_step()
+        say(f"step {i} ({'warm-up' if i == 0 else 'measured'}): "
+              + ", ".join(f"{k}={m[k]:.3f}" for k in ("time/generate", "time/reward",
+                                                       "time/prepare", "time/train", "time/step")))
+        if i:
+            rows.append(m)
+    trainer.pool.close()
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    seqs = a.prompts * a.group_size
+    tokens = seqs * (a.prompt_len + mean["response_length/mean"])       # per step, all ranks
+    update_time = mean["time/train"] - mean["time/prepare"]
+    forwards = 1 + (cfg.kl_coef > 0)                                    # old + reference log-probs
+    peak = a.peak_tflops * 1e12 * trainer.dist.world_size               # all GPUs together
+    mfu_update = 6 * n_params * tokens * cfg.epochs_per_step / update_time / peak
+    mfu_train = (6 * cfg.epochs_per_step + 2 * forwards) * n_params * tokens / mean["time/train"] / peak
+    step = mean["time/step"]
+    record = {
+        "model": "tiny" if a.tiny else "Qwen2.5-0.5B shapes", "params": n_params,
+        "world_size": trainer.dist.world_size,
+        "prompts": a.prompts, "group_size": a.group_size, "prompt_len": a.prompt_len,
+        "new_tokens": a.new_tokens, "micro_batch": a.micro_batch,
+        "gradient_checkpointing": a.gradient_checkpointing, "tokens_per_step": tokens,
+        "time_generate_s": mean["time/generate"], "time_reward_s": mean["time/reward"],
+        "time_prepare_s": mean["time/prepare"], "time_update_s": update_time,
+        "time_train_s": mean["time/train"], "time_sync_s": mean["time/sync"], "time_step_s": step,
+        "share_generate": mean["time/generate"] / step, "share_reward": mean["time/reward"] / step,
+        "share_train": mean["time/train"] / step,
+        "generate_tokens_per_s": mean["tokens_per_s/generate"],
+        "mfu_update": mfu_update, "mfu_train": mfu_train, "peak_tflops": a.peak_tflops,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+        "logprob_diff_max": mean["logprob_diff/max"],
+    }
+    say(f"train MFU (update) {mfu_update:.1%} of {a.peak_tflops:g} TFLOP/s; "
+          f"with prepare forwards {mfu_train:.1%}; reward {record['share_reward']:.1%} of the step")
+    if a.tiny:                        # a smoke run: print, keep the results file for real runs
+        say(record)
+    elif trainer.dist.is_main:
+        append_result("grpo_step", record)
+    finish(trainer.dist)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
