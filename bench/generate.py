@@ -1,0 +1,145 @@
+"""Generation throughput: our sampler (model/sampler.py) against transformers' `generate`, same
+model, same weights, same prompts, same settings (greedy, fixed number of new tokens), same run.
+
+    python -m bench.generate --device cpu                   # SmolLM2-135M (built-in GGUF), batch 1 and 16
+    python -m bench.generate --device cuda                  # Qwen2.5-0.5B and -3B shapes, random bf16 weights
+    python -m bench.generate --device cpu --threads 1 --new-tokens 32
+
+Prints tokens/s (new tokens of the whole batch per second of wall time, prefill included; best
+of --repeats alternated runs of each side) and the ratio ours / transformers, and appends one
+JSON line per (model, batch) to bench/results/generate.jsonl. transformers is a benchmark-only
+dependency. Each side runs once untimed first (allocator, kernels and caches warm). Prompts are
+ragged (left-padded batches).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from bench.results_log import append_result
+from model.config import ModelConfig
+from model.hf_weights import DictSource, build_model, save_hf
+from model.sampler import SamplingParams, generate
+
+# Qwen/Qwen2.5-{0.5B,3B}-Instruct config.json shapes; weights random.
+QWEN25_SHAPES = {
+    "qwen2.5-0.5b-shape": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                               num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen2.5-3b-shape": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                             num_key_value_heads=2, tie_word_embeddings=True),
+}
+QWEN25_COMMON = dict(vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def ragged_prompts(batch: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    """`batch` random prompts of lengths in [length/2, length]."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(length // 2, length + 1, (batch,), generator=g).tolist()
+    return [torch.randint(100, vocab, (n,), generator=g).tolist() for n in lengths]
+
+
+def time_ours(model, prompts, new_tokens: int) -> float:
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
+    _sync(model.device)
+    start = time.perf_counter()
+    out = generate(model, prompts, params, pad_token_id=0)
+    _sync(model.device)
+    assert out.tokens.shape == (len(prompts), new_tokens)
+    return time.perf_counter() - start
+
+
+def time_hf(hf, prompts, new_tokens: int, device: torch.device) -> float:
+    P = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), P, dtype=torch.long)
+    mask = torch.zeros(len(prompts), P, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):], mask[i, P - len(p):] = torch.tensor(p), 1
+    ids, mask = ids.to(device), mask.to(device)
+    _sync(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                          do_sample=False, pad_token_id=0)
+    _sync(device)
+    assert out.shape == (len(prompts), P + new_tokens)
+    return time.perf_counter() - start
+
+
+def compare(name: str, ours, hf, batches: list[int], prompt_len: int, new_tokens: int, repeats: int,
+            extra: dict) -> None:
+    device = ours.device
+    for batch in batches:
+        prompts = ragged_prompts(batch, prompt_len, ours.cfg.vocab_size)
+        time_hf(hf, prompts, 4, device), time_ours(ours, prompts, 4)          # warm-up, untimed
+        # alternate the two and keep each one's best: a shared machine's noise only ever slows a run
+        t_hf = t_ours = float("inf")
+        for _ in range(repeats):
+            t_hf = min(t_hf, time_hf(hf, prompts, new_tokens, device))
+            t_ours = min(t_ours, time_ours(ours, prompts, new_tokens))
+        tps_ours, tps_hf = batch * new_tokens / t_ours, batch * new_tokens / t_hf
+        print(f"{name:20s} batch {batch:3d}: ours {tps_ours:9.1f} tok/s   transformers {tps_hf:9.1f} tok/s   "
+              f"ratio {tps_ours / tps_hf:5.2f}x")
+        append_result("generate", {"model": name, "batch": batch, "prompt_len_max": prompt_len,
+                                   "new_tokens": new_tokens, "repeats": repeats,
+                                   "dtype": str(ours.dtype).removeprefix("torch."),
+                                   "ours_tok_s": round(tps_ours, 2), "transformers_tok_s": round(tps_hf, 2),
+                                   "ratio": round(tps_ours / tps_hf, 3), **extra})
+
+
+def bench_cpu(args) -> None:
+    import tempfile
+
+    import transformers
+    from model.gguf_weights import load_gguf
+    from model.registry import smollm2_gguf_path
+    ours = load_gguf(smollm2_gguf_path())
+    with tempfile.TemporaryDirectory() as tmp:   # the same dequantised weights, through our HF export
+        save_hf(ours, tmp)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+    compare("smollm2-135m", ours, hf, args.batches or [1, 16], args.prompt_len, args.new_tokens, args.repeats,
+            {"threads": torch.get_num_threads(), "transformers": transformers.__version__})
+
+
+def bench_cuda(args) -> None:
+    import transformers
+    for name, shape in QWEN25_SHAPES.items():
+        torch.manual_seed(0)
+        hf_cfg = transformers.Qwen2Config(**shape, **QWEN25_COMMON)
+        with torch.device("cuda"):   # initialise on the GPU: a 3B random init on CPU takes minutes
+            hf = transformers.AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.bfloat16).eval()
+        ours = build_model(ModelConfig.from_hf_dict(hf_cfg.to_dict()), DictSource(hf.state_dict()),
+                           torch.bfloat16, "cuda")
+        compare(name, ours, hf, args.batches or [1, 16, 64], args.prompt_len, args.new_tokens, args.repeats,
+                {"transformers": transformers.__version__})
+        del hf, ours
+        torch.cuda.empty_cache()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batches", type=int, nargs="*", help="default: 1 16 (cpu), 1 16 64 (cuda)")
+    parser.add_argument("--prompt-len", type=int, default=64, help="longest prompt; others from half of it")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side (best is kept)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA GPU is available")
+        bench_cuda(args)
+    else:
+        bench_cpu(args)
+
+
+if __name__ == "__main__":
+    main()
