@@ -1,0 +1,75 @@
+"""`deepretrieval build-index`: build and save a BM25 or dense index of a BEIR corpus.
+
+    deepretrieval build-index --beir ../shared/data/scifact --out runs/scifact.bm25
+    deepretrieval build-index --beir DIR --out runs/scifact.minilm --retriever dense --model all-MiniLM-L6-v2
+    deepretrieval search --index runs/scifact.bm25 "vitamin D and bone density"
+
+Documents are indexed as title + "\\n" + text. The retriever options defined here
+(`add_retriever_arguments`, `build_retriever`) are shared with `eval-retrieval`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--beir", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
+    parser.add_argument("--retriever", choices=["bm25", "dense"], default="bm25")
+    g = parser.add_argument_group("bm25")
+    g.add_argument("--k1", type=float, default=0.9)
+    g.add_argument("--b", type=float, default=0.4)
+    g.add_argument("--stemmer", default="porter", help="PyStemmer algorithm, or 'none' (default: porter)")
+    g.add_argument("--stopwords", default="english", help="'english' (Lucene's list) or 'none'")
+    g = parser.add_argument_group("dense")
+    g.add_argument("--model", default="all-MiniLM-L6-v2",
+                   help="all-MiniLM-L6-v2 (built in), or a local checkpoint folder (bge-base-en-v1.5, e5-*, contriever*)")
+    g.add_argument("--device", default="cpu", help="cpu or cuda")
+    g.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="encoder and index dtype")
+    g.add_argument("--batch-size", type=int, default=64)
+
+
+def build_retriever(args: argparse.Namespace, doc_ids: list[str], texts: list[str]):
+    """A BM25Index or DenseRetriever over the documents, as the arguments say."""
+    if args.retriever == "bm25":
+        from retrieval.analyzer import Analyzer
+        from retrieval.bm25 import BM25Index
+        try:
+            analyzer = Analyzer(stopwords=None if args.stopwords == "none" else args.stopwords,
+                                stemmer=None if args.stemmer == "none" else args.stemmer)
+        except ValueError as exc:
+            raise SystemExit(f"build-index: {exc}") from exc
+        return BM25Index.build(doc_ids, texts, analyzer, k1=args.k1, b=args.b)
+    import torch
+    from retrieval.bert_encoder import load_encoder
+    from retrieval.dense_index import DenseRetriever
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    encoder = load_encoder(args.model, device=args.device, dtype=getattr(torch, DTYPES[args.dtype]))
+    return DenseRetriever.build(encoder, doc_ids, texts, model=args.model, batch_size=args.batch_size)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_retriever_arguments(parser)
+    parser.add_argument("--out", required=True, help="folder to write the index to")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+    from retrieval.beir import load_corpus
+    t0 = time.perf_counter()
+    try:
+        doc_ids, texts = load_corpus(Path(args.beir) / "corpus.jsonl")
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from exc
+    retriever = build_retriever(args, doc_ids, texts)
+    path = retriever.save(args.out)
+    summary = {"index": str(path), "retriever": args.retriever, "num_docs": len(doc_ids),
+               "seconds": round(time.perf_counter() - t0, 2)}
+    print(json.dumps(summary) if args.json else
+          f"wrote {args.retriever} index of {len(doc_ids)} docs to {path} in {summary['seconds']} s")
+    return 0

@@ -1,0 +1,145 @@
+"""Dense retrieval: our BERT encoder equals sentence-transformers (all-MiniLM-L6-v2), the exact
+index equals faiss IndexFlatIP, checkpoint loading checks every key and shape, save/load."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from retrieval.beir import load_beir
+from retrieval.bert_encoder import builtin_model_dir, load_bert, load_encoder
+from retrieval.dense_index import DenseRetriever, ExactIndex
+from retrieval.index_store import IndexFormatError
+from retrieval.metrics import evaluate
+
+MTEB_SCIFACT_MINILM = 0.6451     # DESIGN.md: sentence-transformers pipeline, SciFact test NDCG@10
+
+
+@pytest.fixture(scope="module")
+def scifact(scifact_dir):
+    return load_beir(scifact_dir, "test")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="module")
+def st_model():
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    return sentence_transformers.SentenceTransformer(str(builtin_model_dir()), device="cpu")
+
+
+def _cosines(ours: torch.Tensor, ref) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(ours, torch.as_tensor(ref).float(), dim=-1)
+
+
+def test_minilm_embeddings_equal_sentence_transformers(scifact, encoder, st_model):
+    # Long abstracts (truncated at 256 tokens) and short queries, in one call each.
+    texts = scifact.doc_texts[:128] + list(scifact.queries.values())[:64] + ["", "a", "Vitamin D's role?"]
+    ours = encoder.encode(texts, batch_size=32)
+    ref = st_model.encode(texts, batch_size=32, convert_to_tensor=True)
+    cos = _cosines(ours, ref)
+    print(f"\n{len(texts)} texts: min cosine ours vs sentence-transformers {cos.min():.7f}, "
+          f"max abs diff {(ours - ref.float()).abs().max():.2e}")
+    assert cos.min() >= 0.9999
+    assert torch.allclose(ours.norm(dim=1), torch.ones(len(texts)), atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(5400)   # two encodes of 5,183 abstracts: 33 min wall, 15 CPU-min on the busy 2-core dev box
+def test_minilm_scifact_ndcg_equals_sentence_transformers(scifact, encoder, st_model):
+    texts, queries = scifact.doc_texts, list(scifact.queries.values())
+    results = {}
+    for name, encode in (("ours", lambda t, kind: encoder.encode(t, kind=kind, batch_size=64)),
+                         ("sentence-transformers", lambda t, kind: torch.as_tensor(
+                             st_model.encode(t, batch_size=64, convert_to_tensor=True)).float())):
+        docs, qs = encode(texts, "doc"), encode(queries, "query")
+        results[name] = (docs, qs)
+    cos = _cosines(results["ours"][0], results["sentence-transformers"][0])
+    ndcg = {}
+    for name, (docs, qs) in results.items():
+        _, rows = ExactIndex(docs, scifact.doc_ids).search_embeddings(qs, 10)
+        run = {q: [scifact.doc_ids[r] for r in rr] for q, rr in zip(scifact.queries, rows.tolist())}
+        ndcg[name] = evaluate(run, scifact.qrels, ["ndcg@10"]).mean["ndcg@10"]
+    print(f"\nSciFact corpus: min doc cosine {cos.min():.7f}; NDCG@10 ours {ndcg['ours']:.4f}, "
+          f"sentence-transformers {ndcg['sentence-transformers']:.4f}, MTEB {MTEB_SCIFACT_MINILM}")
+    assert cos.min() >= 0.9999
+    assert abs(ndcg["ours"] - ndcg["sentence-transformers"]) < 0.002
+    assert abs(ndcg["ours"] - MTEB_SCIFACT_MINILM) < 0.002
+
+
+def _random_unit(n, d, seed):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("k", [10, 1000])
+def test_exact_index_equals_faiss_flat_ip(k):
+    faiss = pytest.importorskip("faiss")          # absent on the GPU machine; always here (CI)
+    docs, queries = _random_unit(20_000, 384, 0), _random_unit(200, 384, 1)
+    ref = faiss.IndexFlatIP(384)
+    ref.add(docs)
+    ref_scores, ref_rows = ref.search(queries, k)
+    index = ExactIndex(docs, [str(i) for i in range(len(docs))], block_size=3000, query_block=64)   # 7 x 4 blocks
+    scores, rows = index.search_embeddings(queries, k)
+    np.testing.assert_allclose(scores.numpy(), ref_scores, atol=1e-5)
+    tied = np.isclose(ref_scores[:, :, None], ref_scores[:, None, :], atol=1e-6).sum(-1) > 1
+    diffs = int(((rows.numpy() != ref_rows) & ~tied).sum())
+    print(f"\nk={k}: {queries.shape[0]} queries, {diffs} id differences outside ties")
+    assert diffs == 0
+
+
+@pytest.mark.gpu
+def test_exact_index_and_encoder_on_gpu(encoder):
+    docs, queries = _random_unit(50_000, 384, 2), _random_unit(100, 384, 3)
+    cpu_scores, cpu_rows = ExactIndex(docs, list(range(len(docs)))).search_embeddings(queries, 100)
+    gpu = ExactIndex(docs, list(range(len(docs))), device="cuda", dtype=torch.float16, block_size=8192)
+    gpu_scores, gpu_rows = gpu.search_embeddings(queries, 100)
+    overlap = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(cpu_rows.tolist(), gpu_rows.cpu().tolist())])
+    assert overlap > 0.98 and torch.allclose(gpu_scores.cpu(), cpu_scores, atol=2e-3)
+    texts = ["What causes cancer?", "Vitamin D and bone density in older adults."] * 8
+    gpu_enc = load_encoder("all-MiniLM-L6-v2", device="cuda")
+    assert _cosines(gpu_enc.encode(texts), encoder.encode(texts)).min() >= 0.9999
+
+
+def test_checkpoint_key_and_shape_checks(tmp_path):
+    src = builtin_model_dir()
+    weights = load_file(src / "model.safetensors")
+    shutil.copy(src / "config.json", tmp_path / "config.json")
+    bad = dict(weights)
+    bad["encoder.layer.2.attention.self.key.weight"] = torch.zeros(384, 383)
+    save_file(bad, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"encoder.layer.2.attention.self.key.weight' has shape \(384, 383\)"):
+        load_bert(tmp_path)
+    missing = {k: v for k, v in weights.items() if k != "encoder.layer.5.output.dense.bias"}
+    save_file(missing, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="1 weights missing.*encoder.layer.5.output.dense.bias"):
+        load_bert(tmp_path)
+    save_file({**weights, "encoder.layer.0.extra": torch.zeros(1)}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="unexpected weight 'encoder.layer.0.extra'"):
+        load_bert(tmp_path)
+    cfg = json.loads((src / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "hidden_act": "relu"}))
+    with pytest.raises(ValueError, match="unsupported BERT variant"):
+        load_bert(tmp_path)
+
+
+def test_dense_retriever_save_load(tmp_path, encoder, scifact):
+    ids, texts = scifact.doc_ids[:50], scifact.doc_texts[:50]
+    retriever = DenseRetriever.build(encoder, ids, texts, model="all-MiniLM-L6-v2")
+    queries = list(scifact.queries.values())[:5]
+    before = retriever.search(queries, 5)
+    path = retriever.save(tmp_path / "dense")
+    loaded = DenseRetriever.load(path)
+    after = loaded.search(queries, 5)
+    assert [[d for d, _ in h] for h in after] == [[d for d, _ in h] for h in before]
+    np.testing.assert_allclose([[s for _, s in h] for h in after], [[s for _, s in h] for h in before], atol=1e-6)
+    (path / "embeddings.npy").write_bytes((path / "embeddings.npy").read_bytes()[:-4])
+    with pytest.raises(IndexFormatError, match="embeddings.npy fails its SHA-256"):
+        DenseRetriever.load(path)
