@@ -9,7 +9,8 @@ Prints tokens/s (new tokens of the whole batch per second of wall time, prefill 
 of --repeats alternated runs of each side) and the ratio ours / transformers, and appends one
 JSON line per (model, batch) to bench/results/generate.jsonl. transformers is a benchmark-only
 dependency. Each side runs once untimed first (allocator, kernels and caches warm). Prompts are
-ragged (left-padded batches).
+ragged (left-padded batches). On CUDA ours is the fast path (model/fast_decode.py: Triton kernels,
+CUDA graphs); `python -m bench.fast_generate` measures the issue-7 cases against the HBM roofline.
 """
 from __future__ import annotations
 
@@ -45,17 +46,20 @@ def ragged_prompts(batch: int, length: int, vocab: int, seed: int = 0) -> list[l
     return [torch.randint(100, vocab, (n,), generator=g).tolist() for n in lengths]
 
 
-def time_ours(model, prompts, new_tokens: int) -> float:
-    params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
+def time_ours(model, prompts, new_tokens: int, temperature: float = 0.0, **generate_kwargs) -> float:
+    """Seconds of one `generate` call (greedy unless `temperature`); kwargs go to `generate`."""
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=temperature)
     _sync(model.device)
     start = time.perf_counter()
-    out = generate(model, prompts, params, pad_token_id=0)
+    out = generate(model, prompts, params, pad_token_id=0, **generate_kwargs)
     _sync(model.device)
     assert out.tokens.shape == (len(prompts), new_tokens)
     return time.perf_counter() - start
 
 
-def time_hf(hf, prompts, new_tokens: int, device: torch.device) -> float:
+def time_hf(hf, prompts, new_tokens: int, device: torch.device, temperature: float = 0.0) -> float:
+    """Seconds of one transformers `generate` call on the same left-padded batch (greedy unless
+    `temperature`: then plain sampling, no top-k/top-p, as ours)."""
     P = max(map(len, prompts))
     ids = torch.zeros(len(prompts), P, dtype=torch.long)
     mask = torch.zeros(len(prompts), P, dtype=torch.long)
@@ -66,7 +70,8 @@ def time_hf(hf, prompts, new_tokens: int, device: torch.device) -> float:
     start = time.perf_counter()
     with torch.no_grad():
         out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                          do_sample=False, pad_token_id=0)
+                          pad_token_id=0, **(dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+                                             if temperature else dict(do_sample=False)))
     _sync(device)
     assert out.shape == (len(prompts), P + new_tokens)
     return time.perf_counter() - start
@@ -77,7 +82,8 @@ def compare(name: str, ours, hf, batches: list[int], prompt_len: int, new_tokens
     device = ours.device
     for batch in batches:
         prompts = ragged_prompts(batch, prompt_len, ours.cfg.vocab_size)
-        time_hf(hf, prompts, 4, device), time_ours(ours, prompts, 4)          # warm-up, untimed
+        # warm-up, untimed (ours at full length: the fast decoder it builds is reused by the timed runs)
+        time_hf(hf, prompts, 4, device), time_ours(ours, prompts, new_tokens)
         # alternate the two and keep each one's best: a shared machine's noise only ever slows a run
         t_hf = t_ours = float("inf")
         for _ in range(repeats):
@@ -107,15 +113,27 @@ def bench_cpu(args) -> None:
             {"threads": torch.get_num_threads(), "transformers": transformers.__version__})
 
 
+def cuda_hf(name: str):
+    """A transformers Qwen2 model at QWEN25_SHAPES[name], random bf16 weights (seed 0), on the GPU."""
+    import transformers
+    torch.manual_seed(0)
+    hf_cfg = transformers.Qwen2Config(**QWEN25_SHAPES[name], **QWEN25_COMMON)
+    with torch.device("cuda"):   # initialise on the GPU: a 3B random init on CPU takes minutes
+        return transformers.AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.bfloat16).eval()
+
+
+def cuda_pair(name: str):
+    """(transformers model, our model) with the same random bf16 weights, on the GPU."""
+    hf = cuda_hf(name)
+    ours = build_model(ModelConfig.from_hf_dict(hf.config.to_dict()), DictSource(hf.state_dict()),
+                       torch.bfloat16, "cuda")
+    return hf, ours
+
+
 def bench_cuda(args) -> None:
     import transformers
-    for name, shape in QWEN25_SHAPES.items():
-        torch.manual_seed(0)
-        hf_cfg = transformers.Qwen2Config(**shape, **QWEN25_COMMON)
-        with torch.device("cuda"):   # initialise on the GPU: a 3B random init on CPU takes minutes
-            hf = transformers.AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.bfloat16).eval()
-        ours = build_model(ModelConfig.from_hf_dict(hf_cfg.to_dict()), DictSource(hf.state_dict()),
-                           torch.bfloat16, "cuda")
+    for name in QWEN25_SHAPES:
+        hf, ours = cuda_pair(name)
         compare(name, ours, hf, args.batches or [1, 16, 64], args.prompt_len, args.new_tokens, args.repeats,
                 {"transformers": transformers.__version__})
         del hf, ours

@@ -8,5 +8,6 @@
 
 config.py (ModelConfig from config.json), transformer.py (the decoder), kv_cache.py,
 hf_weights.py (safetensors load/save through an explicit key table), gguf_weights.py (GGUF),
-tokenizer.py + chat_template.py, sampler.py (generation), registry.py (names and paths -> model).
+tokenizer.py + chat_template.py, sampler.py (generation), fast_decode.py (its CUDA decode step:
+Triton kernels in a CUDA graph), registry.py (names and paths -> model).
 """

@@ -25,6 +25,13 @@ stopped is read back only every `sync_every` steps.
 
 Swappable pieces: `sample_fn(logits [B, V] fp32, params, generator) -> (tokens [B], logprobs [B])`
 (default `sample_next`); attention/norm/RoPE through `model.ops` (see model/transformer.py).
+
+Two decode paths share the prefill, the output bookkeeping (`StepOutputs`) and the stop checks.
+On CUDA `generate` takes the fast one (model/fast_decode.py: Triton kernels, static buffers, the
+decode step captured in a CUDA graph; its own noise stream, `kernels.sampling.sample`); on CPU,
+with a custom `sample_fn`, or with `fast=False`, the eager one: the model's forward over the
+KVCache, then `sample_fn`. `fast=True` forces the fast path (on CPU it runs the kernels'
+PyTorch references without a graph); `cuda_graphs=False` keeps its kernels but runs them eagerly.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from model import fast_decode
 from model.kv_cache import KVCache
 from model.transformer import Transformer
 
@@ -113,39 +121,118 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int,
     return ids.to(device), mask.to(device)
 
 
+@dataclass
+class StepOutputs:
+    """What decoding has produced, updated in place on the device by `record`: no host sync, and
+    safe inside a CUDA graph (the column to write is the device counter `step`)."""
+    tokens: torch.Tensor        # [B, N] long, pad_token_id where a row produced nothing
+    logprobs: torch.Tensor      # [B, N] float32, 0 there
+    lengths: torch.Tensor       # [B] long
+    done: torch.Tensor          # [B] bool: the row has emitted a stop token (or is batch padding)
+    step: torch.Tensor          # [1] long: the column the next `record` writes
+    stops: torch.Tensor         # [S] long stop token ids
+    pad_token_id: int
+
+    @classmethod
+    def allocate(cls, batch: int, params: SamplingParams, pad_token_id: int,
+                 device: torch.device | str) -> "StepOutputs":
+        N = params.max_new_tokens
+        return cls(tokens=torch.empty((batch, N), dtype=torch.long, device=device),
+                   logprobs=torch.empty((batch, N), dtype=torch.float32, device=device),
+                   lengths=torch.empty(batch, dtype=torch.long, device=device),
+                   done=torch.empty(batch, dtype=torch.bool, device=device),
+                   step=torch.empty(1, dtype=torch.long, device=device),
+                   stops=torch.tensor(sorted(params.stop_token_ids), dtype=torch.long, device=device),
+                   pad_token_id=pad_token_id)
+
+    def reset(self, active_rows: int) -> None:
+        """Empty outputs; rows from `active_rows` on are batch padding, finished from the start."""
+        self.tokens.fill_(self.pad_token_id)
+        self.logprobs.zero_()
+        self.lengths.zero_()
+        self.done.zero_()
+        self.done[active_rows:] = True
+        self.step.zero_()
+
+    def record(self, tokens: torch.Tensor, logprobs: torch.Tensor) -> None:
+        """Write the sampled tokens [B] and log-probs [B] of rows still running at column `step`."""
+        alive = ~self.done
+        self.tokens.index_copy_(1, self.step, torch.where(alive, tokens, self.pad_token_id)[:, None])
+        self.logprobs.index_copy_(1, self.step, torch.where(alive, logprobs, 0.0)[:, None])
+        self.lengths += alive
+        # not torch.isin: for many stop ids it sorts and syncs, which a CUDA graph cannot hold
+        self.done |= alive & (tokens[:, None] == self.stops).any(-1)
+        self.step += 1
+
+    def result(self, rows: int, steps: int) -> GenerationOutput:
+        """The first `rows` rows and `steps` columns, copied (the fast decoder reuses its buffers)."""
+        reasons = [FINISH_STOP if d else FINISH_LENGTH for d in self.done[:rows].tolist()]
+        return GenerationOutput(self.tokens[:rows, :steps].clone(), self.logprobs[:rows, :steps].clone(),
+                                self.lengths[:rows].clone(), reasons)
+
+
+class EagerDecoder:
+    """The reference decode step: the model's forward over the KVCache, then `sample_fn`
+    (same protocol as fast_decode.FastDecoder: `out`, `start`, `step`)."""
+
+    def __init__(self, model: Transformer, params: SamplingParams, sample_fn: Callable, out: StepOutputs):
+        self.model, self.params, self.sample_fn, self.out = model, params, sample_fn, out
+
+    def start(self, logits: torch.Tensor, cache: KVCache, generator: torch.Generator | None) -> None:
+        self.cache, self.generator = cache, generator
+        self._sample(logits)
+
+    def step(self) -> None:
+        alive = ~self.out.done
+        self._sample(self.model(self.tokens[:, None], alive[:, None], kv_cache=self.cache)[:, -1])   # [B, V]
+
+    def _sample(self, logits: torch.Tensor) -> None:
+        self.tokens, logprobs = self.sample_fn(logits, self.params, self.generator)   # [B], [B]
+        self.out.record(self.tokens, logprobs)
+
+
 @torch.no_grad()
 def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: SamplingParams,
              pad_token_id: int, seed: int | None = None, generator: torch.Generator | None = None,
-             sample_fn: Callable = sample_next) -> GenerationOutput:
-    """Generate up to params.max_new_tokens for each prompt (lists of token ids)."""
+             sample_fn: Callable = sample_next, fast: bool | None = None,
+             cuda_graphs: bool = True) -> GenerationOutput:
+    """Generate up to params.max_new_tokens for each prompt (lists of token ids).
+
+    fast: None = the fast path on CUDA when the model and `sample_fn` allow it; True forces it
+    (an error says why it cannot run); False forces the eager path. cuda_graphs: capture the fast
+    path's decode step in a CUDA graph (False: the same kernels, launched eagerly)."""
     device = model.device
+    if fast is None:
+        fast = (device.type == "cuda" and sample_fn is sample_next
+                and fast_decode.unsupported_reason(model) is None)
+    elif fast:
+        reason = fast_decode.unsupported_reason(model)
+        if reason is None and sample_fn is not sample_next:
+            reason = "it samples with kernels.sampling.sample, not a custom sample_fn"
+        if reason:
+            raise ValueError(f"fast decoding cannot run: {reason}; use fast=False")
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     ids, mask = left_pad(prompts, pad_token_id, device)                     # [B, P]
     B, P = ids.shape
     N = params.max_new_tokens
-    cache = KVCache.allocate(model.cfg, B, P + N, model.dtype, device)
     ragged = any(len(p) != P for p in prompts)
+    if fast:
+        rows = fast_decode.batch_bucket(B)      # pad to a bucket with copies of row 0 (finished at once)
+        ids, mask = (torch.cat([t, t[:1].expand(rows - B, -1)]) for t in (ids, mask))   # [rows, P]
+        decoder = fast_decode.decoder_for(model, rows, P + N, params, pad_token_id, cuda_graphs,
+                                          lambda: StepOutputs.allocate(rows, params, pad_token_id, device))
+        cache = decoder.new_cache()
+    else:
+        decoder = EagerDecoder(model, params, sample_fn, StepOutputs.allocate(B, params, pad_token_id, device))
+        cache = KVCache.allocate(model.cfg, B, P + N, model.dtype, device)
+    out = decoder.out
+    out.reset(active_rows=B)
     # Left padding puts every row's last prompt token in slot P-1: one logit row per sequence.
     hidden = model.forward_hidden(ids, mask if ragged else None, kv_cache=cache)[:, -1]   # [B, C]
-    logits = model.logits(hidden)                                            # [B, V]
-
-    stops = torch.tensor(sorted(params.stop_token_ids), dtype=torch.long, device=device)
-    out_tokens = torch.full((B, N), pad_token_id, dtype=torch.long, device=device)
-    out_logprobs = torch.zeros((B, N), dtype=torch.float32, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)                  # row has emitted a stop
-    lengths = torch.zeros(B, dtype=torch.long, device=device)
-    steps = N
-    for step in range(N):
-        tokens, logprobs = sample_fn(logits, params, generator)              # [B], [B]
-        alive = ~done
-        out_tokens[:, step] = torch.where(alive, tokens, pad_token_id)
-        out_logprobs[:, step] = torch.where(alive, logprobs, 0.0)
-        lengths += alive
-        done = done | (alive & torch.isin(tokens, stops))
-        if step == N - 1 or ((step + 1) % params.sync_every == 0 and bool(done.all())):
-            steps = step + 1
-            break
-        logits = model(tokens[:, None], (~done)[:, None], kv_cache=cache)[:, -1]   # [B, V]
-    reasons = [FINISH_STOP if d else FINISH_LENGTH for d in done.tolist()]
-    return GenerationOutput(out_tokens[:, :steps], out_logprobs[:, :steps], lengths, reasons)
+    decoder.start(model.logits(hidden), cache, generator)                   # token 0
+    steps = 1
+    while steps < N and not (steps % params.sync_every == 0 and bool(out.done.all())):
+        decoder.step()
+        steps += 1
+    return out.result(B, steps)

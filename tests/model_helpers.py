@@ -5,6 +5,10 @@ import torch
 
 TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=256, max_position_embeddings=512)
+# Qwen2.5-0.5B (Qwen/Qwen2.5-0.5B-Instruct config.json), for tests with random weights at real shapes
+QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                  num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6,
+                  rope_theta=1000000.0, tie_word_embeddings=True)
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 16}
 
@@ -52,3 +56,22 @@ def hf_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         return model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+
+
+def full_forward_logprobs(model, prompts, out, temperature: float, pad: int):
+    """What the RL trainer does with a generation `out`: one forward over [left-padded prompt |
+    right-padded response] -> (log-probs [B, N] of the generated tokens, mask [B, N] of real ones).
+    The LM head runs on the response positions only (a [B, P+N, V] fp32 tensor is large)."""
+    from model.sampler import token_logprobs
+    dev = out.tokens.device
+    P = max(map(len, prompts))
+    ids = torch.full((len(prompts), P), pad)
+    mask = torch.zeros(len(prompts), P, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):], mask[i, P - len(p):] = torch.tensor(p), 1
+    N = out.tokens.shape[1]
+    resp_mask = (torch.arange(N, device=dev)[None] < out.lengths[:, None]).long()
+    with torch.no_grad():
+        hidden = model.forward_hidden(torch.cat([ids.to(dev), out.tokens], 1), torch.cat([mask.to(dev), resp_mask], 1))
+        logits = model.logits(hidden[:, P - 1:-1])                                         # [B, N, V]
+    return token_logprobs(logits, out.tokens, temperature), resp_mask.bool()

@@ -17,11 +17,8 @@ import torch
 from model.config import ModelConfig
 from model.hf_weights import DictSource, build_model
 from model.sampler import SamplingParams, generate, token_logprobs
+from model_helpers import QWEN25_05B
 
-# Qwen2.5-0.5B (Qwen/Qwen2.5-0.5B-Instruct config.json), weights random
-QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                  num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6,
-                  rope_theta=1000000.0, tie_word_embeddings=True)
 TIE = 0.05          # bf16 logit differences below this are ties, not bugs
 NEW_TOKENS = 32
 

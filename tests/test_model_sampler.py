@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from model.hf_weights import load_hf
 from model.kv_cache import KVCache
-from model.sampler import SamplingParams, generate, sample_next, token_logprobs
-from model_helpers import tiny_hf_model
+from model.sampler import SamplingParams, generate, sample_next
+from model_helpers import full_forward_logprobs, tiny_hf_model
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
 PAD = 0
@@ -26,20 +26,6 @@ def model(tmp_path_factory):
     return load_hf(path)
 
 
-def full_forward_logprobs(model, out, temperature):
-    """What the trainer does: one forward over [left-padded prompt | right-padded response]."""
-    P = max(map(len, PROMPTS))
-    ids = torch.full((len(PROMPTS), P), PAD)
-    mask = torch.zeros(len(PROMPTS), P, dtype=torch.long)
-    for i, p in enumerate(PROMPTS):
-        ids[i, P - len(p):], mask[i, P - len(p):] = torch.tensor(p), 1
-    N = out.tokens.shape[1]
-    resp_mask = (torch.arange(N)[None] < out.lengths[:, None]).long()
-    with torch.no_grad():
-        logits = model(torch.cat([ids, out.tokens], 1), torch.cat([mask, resp_mask], 1))
-    return token_logprobs(logits[:, P - 1:-1], out.tokens, temperature), resp_mask.bool()
-
-
 @pytest.mark.parametrize("params", [
     SamplingParams(max_new_tokens=10, temperature=0.0),
     SamplingParams(max_new_tokens=10, temperature=1.0),
@@ -49,7 +35,7 @@ def test_logprobs_match_full_forward(model, params):
     out = generate(model, PROMPTS, params, pad_token_id=PAD, seed=0)
     assert out.tokens.shape == (3, 10) and out.lengths.tolist() == [10, 10, 10]
     assert out.finish_reasons == ["length"] * 3
-    recomputed, real = full_forward_logprobs(model, out, params.temperature)
+    recomputed, real = full_forward_logprobs(model, PROMPTS, out, params.temperature, PAD)
     assert (recomputed - out.logprobs)[real].abs().max().item() <= 1e-4
     assert (out.logprobs[real] < 0).all()
 

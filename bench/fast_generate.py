@@ -1,0 +1,216 @@
+"""Fast decoding (model/fast_decode.py) against transformers' `generate` on a GPU: the issue-7 cases.
+
+    python -m bench.fast_generate                          # both shapes, every case (< 5 min on an H100)
+    python -m bench.fast_generate --shapes qwen2.5-0.5b-shape --skip-compiled
+    python -m bench.fast_generate --no-cuda-graphs         # our kernels without the CUDA graph
+
+Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sides.
+  latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours, of transformers `generate`
+           (default dynamic cache) and of transformers with a static cache + torch.compile
+           (mode reduce-overhead, fullgraph; run in a child process under a time budget and reported
+           as "n/a" with the reason when it fails or runs out), and ours as a fraction of the HBM
+           roofline: bandwidth (measured here with a large device copy) / weight bytes read per token.
+  rollout  batch 64, prompt 256, 512 new tokens, temperature 1 (the RL case): total tok/s.
+tok/s = new tokens of the batch / wall time of one `generate` call (prefill included), best of
+--repeats (ours) / --hf-repeats (transformers) after an untimed warm-up call of the same shape.
+Ours builds its decoder and captures the graph in the warm-up call (`first_call_s`); timed calls
+reuse it, as consecutive RL rollouts of one shape do. Memory: the peak allocated above what was
+allocated before one call (KV cache, activations, logits, graph pool), for both sides.
+Each case appends a JSON line to bench/results/fast_generate.jsonl; a markdown table ends the run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+
+import torch
+
+from bench.generate import QWEN25_SHAPES, cuda_hf, cuda_pair, time_hf, time_ours
+from bench.results_log import append_result
+from model import fast_decode
+
+GiB = 2 ** 30
+CASES = {"latency": dict(batch=1, prompt_len=128, new_tokens=256, temperature=0.0),
+         "rollout": dict(batch=64, prompt_len=256, new_tokens=512, temperature=1.0)}
+
+
+def hbm_bandwidth(nbytes: int = 2 * GiB, iters: int = 10) -> float:
+    """Bytes/s of a device-to-device copy (each copy reads and writes nbytes)."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    for _ in range(iters):
+        dst.copy_(src)
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * nbytes * iters / (begin.elapsed_time(end) / 1e3)
+
+
+def fixed_prompts(batch: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(100, vocab, (batch, length), generator=g).tolist()
+
+
+def measured(fn) -> tuple[float, float]:
+    """(seconds, GiB allocated at peak above the start) of fn() -> seconds."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    seconds = fn()
+    return seconds, (torch.cuda.max_memory_allocated() - base) / GiB
+
+
+def run_ours(ours, prompts, case: dict, repeats: int, cuda_graphs: bool) -> dict:
+    """Warm-up (fresh decoder: its memory and setup time) then the best of `repeats` timed calls.
+    A failed graph capture is reported and the kernels are measured without it."""
+    kw = dict(temperature=case["temperature"], seed=0, cuda_graphs=cuda_graphs)
+    fast_decode.release(ours)
+    torch.cuda.empty_cache()
+    rec = {}
+    try:
+        first_s, mem = measured(lambda: time_ours(ours, prompts, case["new_tokens"], **kw))
+    except RuntimeError:
+        if not cuda_graphs:
+            raise
+        traceback.print_exc()
+        rec["graph_error"] = traceback.format_exc(limit=1).strip().splitlines()[-1]
+        kw["cuda_graphs"] = False
+        fast_decode.release(ours)
+        first_s, mem = measured(lambda: time_ours(ours, prompts, case["new_tokens"], **kw))
+    best = min(time_ours(ours, prompts, case["new_tokens"], **kw) for _ in range(repeats))
+    return {**rec, "cuda_graphs": kw["cuda_graphs"], "first_call_s": round(first_s, 3), "mem_gib": round(mem, 3),
+            "tok_s": len(prompts) * case["new_tokens"] / best}
+
+
+def run_hf(hf, prompts, case: dict, repeats: int) -> dict:
+    time_hf(hf, prompts, 4, torch.device("cuda"), case["temperature"])              # warm-up
+    runs = [measured(lambda: time_hf(hf, prompts, case["new_tokens"], torch.device("cuda"), case["temperature"]))
+            for _ in range(repeats)]
+    return {"tok_s": len(prompts) * case["new_tokens"] / min(s for s, _ in runs),
+            "mem_gib": round(max(m for _, m in runs), 3)}
+
+
+def hf_compiled(name: str, case: dict, repeats: int, budget_s: float) -> dict:
+    """transformers with a static cache + torch.compile, in a child process killed after budget_s."""
+    cmd = [sys.executable, "-m", "bench.fast_generate", "--hf-compiled-child", name,
+           "--hf-repeats", str(repeats)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)     # its own group: compile workers die with it
+    try:
+        out, err = proc.communicate(timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {"na": f"did not finish within the {budget_s:.0f} s budget (compile included)"}
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        last = (err.strip().splitlines() or ["no output"])[-1]
+        return {"na": f"failed (exit {proc.returncode}): {last[:200]}"}
+    return json.loads(lines[-1])
+
+
+def hf_compiled_child(name: str, repeats: int) -> None:
+    case = CASES["latency"]
+    hf = cuda_hf(name)
+    hf.generation_config.cache_implementation = "static"
+    hf.forward = torch.compile(hf.forward, mode="reduce-overhead", fullgraph=True)
+    prompts = fixed_prompts(case["batch"], case["prompt_len"], hf.config.vocab_size)
+    t0 = time.perf_counter()
+    for _ in range(2):      # compiles (prefill and decode shapes), then records the CUDA graphs
+        time_hf(hf, prompts, case["new_tokens"], torch.device("cuda"))
+    warm_s = time.perf_counter() - t0
+    best = min(time_hf(hf, prompts, case["new_tokens"], torch.device("cuda")) for _ in range(repeats))
+    print(json.dumps({"tok_s": case["new_tokens"] / best, "warmup_s": round(warm_s, 1)}))
+
+
+def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
+    import transformers
+    hf, ours = cuda_pair(name)
+    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
+    for case_name in args.cases:
+        case = CASES[case_name]
+        prompts = fixed_prompts(case["batch"], case["prompt_len"], ours.cfg.vocab_size)
+        o = run_ours(ours, prompts, case, args.repeats, not args.no_cuda_graphs)
+        h = run_hf(hf, prompts, case, args.hf_repeats)
+        rec = {"model": name, "case": case_name, **case, "dtype": "bfloat16",
+               "transformers": transformers.__version__, "torch": torch.__version__,
+               "ours_tok_s": round(o["tok_s"], 1), "transformers_tok_s": round(h["tok_s"], 1),
+               "ratio": round(o["tok_s"] / h["tok_s"], 2), "ours_mem_gib": o["mem_gib"],
+               "transformers_mem_gib": h["mem_gib"], "weights_gib": round(weight_bytes / GiB, 3),
+               **{k: o[k] for k in ("cuda_graphs", "first_call_s", "graph_error") if k in o}}
+        if case_name == "latency":
+            roofline = bandwidth / weight_bytes
+            rec.update(hbm_tb_s=round(bandwidth / 1e12, 3), roofline_tok_s=round(roofline, 1),
+                       roofline_fraction=round(o["tok_s"] / roofline, 3))
+        rows.append(rec)
+    del hf, ours
+    torch.cuda.empty_cache()
+    latency = next((r for r in rows if r["model"] == name and r["case"] == "latency"), None)
+    if latency is not None:
+        if args.skip_compiled:
+            c = {"na": "skipped (--skip-compiled)"}
+        else:
+            c = hf_compiled(name, CASES["latency"], args.hf_repeats, args.compiled_budget_s)
+        if "na" in c:
+            latency["transformers_compiled"] = "n/a: " + c["na"]
+        else:
+            latency.update(transformers_compiled_tok_s=round(c["tok_s"], 1),
+                           transformers_compiled_warmup_s=c["warmup_s"],
+                           ratio_compiled=round(latency["ours_tok_s"] / c["tok_s"], 2))
+    for r in rows:
+        if r["model"] == name:
+            append_result("fast_generate", r)
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| model | case | ours tok/s | transformers tok/s | ratio | transformers static+compile tok/s | "
+            "ratio | HBM roofline | ours mem GiB | transformers mem GiB |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        compiled = r.get("transformers_compiled_tok_s", r.get("transformers_compiled", ""))
+        roof = f"{100 * r['roofline_fraction']:.0f} % of {r['roofline_tok_s']:.0f}" if "roofline_fraction" in r else ""
+        lines.append(f"| {r['model']} | {r['case']} b{r['batch']} p{r['prompt_len']} n{r['new_tokens']} "
+                     f"T{r['temperature']:g} | {r['ours_tok_s']:.0f} | {r['transformers_tok_s']:.0f} | "
+                     f"{r['ratio']:.1f}x | {compiled} | {r.get('ratio_compiled', '')} | {roof} | "
+                     f"{r['ours_mem_gib']:.2f} | {r['transformers_mem_gib']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="*", default=list(QWEN25_SHAPES), choices=list(QWEN25_SHAPES))
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of ours (best kept)")
+    parser.add_argument("--hf-repeats", type=int, default=1, help="timed calls of transformers (best kept)")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="our kernels without graph capture")
+    parser.add_argument("--skip-compiled", action="store_true", help="skip transformers static cache + compile")
+    parser.add_argument("--compiled-budget-s", type=float, default=100.0,
+                        help="wall-clock budget of each compiled-transformers child (compile included)")
+    parser.add_argument("--hf-compiled-child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench.fast_generate needs a CUDA GPU; none is available")
+    if args.hf_compiled_child:
+        hf_compiled_child(args.hf_compiled_child, args.hf_repeats)
+        return
+    start = time.perf_counter()
+    bandwidth = hbm_bandwidth()
+    print(f"HBM copy bandwidth: {bandwidth / 1e12:.2f} TB/s on {torch.cuda.get_device_name(0)}")
+    rows: list[dict] = []
+    for name in args.shapes:
+        bench_shape(name, args, bandwidth, rows)
+    print(f"\n{torch.cuda.get_device_name(0)}, HBM copy {bandwidth / 1e12:.2f} TB/s, "
+          f"total {time.perf_counter() - start:.0f} s\n")
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

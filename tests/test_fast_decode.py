@@ -1,0 +1,259 @@
+"""The fast decode path (model/fast_decode.py) against the eager one (model/sampler.py).
+
+    python -m pytest -q tests/test_fast_decode.py              # CPU: the same step on the references
+    python -m pytest -q -m gpu tests/test_fast_decode.py       # CUDA: Triton kernels + CUDA graphs
+
+On CPU the fast path's step runs with the kernels' PyTorch references and no graph: same tokens
+and log-probs as the eager path, batch padding, stop tokens, decoder reuse. On CUDA, at
+Qwen2.5-0.5B shapes with random weights, batch 3 (padded to 4) and 64, ragged prompts, 64 steps:
+fp32 greedy tokens equal the eager path's; bf16 log-probs are as close to the trainer's
+recomputation as the eager path's own are; a graph replays exactly what the eager kernels do.
+
+Greedy decoding from random weights meets near-ties (an untrained model's logits are almost flat),
+which rounding may break either way: `shared_prefixes` accepts a split only where the model's own
+logits put the two candidates within `tie` logit standard deviations, and every step before it
+must agree.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
+
+from model import fast_decode
+from model.config import ModelConfig
+from model.hf_weights import DictSource, build_model
+from model.sampler import SamplingParams, generate, sample_next
+from model.transformer import Transformer
+from model_helpers import QWEN25_05B, full_forward_logprobs, tiny_hf_model
+
+PAD = 0
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]     # ragged; 3 rows -> bucket 4
+
+
+def tiny(family: str) -> Transformer:
+    hf = tiny_hf_model(family)
+    return build_model(ModelConfig.from_hf_dict(hf.config.to_dict()), DictSource(hf.state_dict()))
+
+
+def shared_prefixes(model, prompts, a, b, tie: float) -> list[int]:
+    """Per row, the number of leading tokens generations a and b share; where they split, the
+    model's logits (a full forward over the shared prefix) must make it a near-tie."""
+    shared = []
+    for p, ta, tb in zip(prompts, a.token_lists(), b.token_lists()):
+        n = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), None)
+        if n is None:
+            assert ta == tb
+            shared.append(len(ta))
+            continue
+        with torch.no_grad():
+            logits = model(torch.tensor([p + ta[:n]], device=model.device))[0, -1]
+        margin = (logits[ta[n]] - logits[tb[n]]).abs().item()
+        assert margin < tie * logits.std().item(), (
+            f"step {n}: {ta[n]} vs {tb[n]}, margin {margin:.5f} is not a near-tie (logit std {logits.std():.4f})")
+        shared.append(n)
+    return shared
+
+
+def prefix_logprob_diffs(a, b, shared: list[int]) -> torch.Tensor:
+    return torch.cat([(a.logprobs[i, :n] - b.logprobs[i, :n]).abs() for i, n in enumerate(shared)])
+
+
+def assert_as_close_to_trainer(model, prompts, fast, eager, temperature: float) -> None:
+    """bf16 tolerance, calibrated in the same run: the fast path's log-probs are as close to the
+    trainer's recomputation (a full forward) as the eager path's own are."""
+    errs = {}
+    for name, out in (("fast", fast), ("eager", eager)):
+        recomputed, real = full_forward_logprobs(model, prompts, out, temperature, PAD)
+        errs[name] = (recomputed - out.logprobs)[real].abs()
+    assert errs["fast"].mean() <= 1.5 * errs["eager"].mean() + 1e-3, errs
+    assert errs["fast"].max() <= 2.0 * errs["eager"].max() + 1e-2, errs
+
+
+# ------------------------------------------------------------------ CPU: the step on the references
+def test_batch_bucket():
+    assert [fast_decode.batch_bucket(n) for n in (1, 2, 3, 5, 64, 65, 128, 129, 300)] == \
+        [1, 2, 4, 8, 64, 128, 128, 256, 384]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen2-tied", "qwen3", "llama3-rope"])
+def test_fast_equals_eager_greedy_with_stops(family):
+    model = tiny(family)
+    greedy = generate(model, PROMPTS, SamplingParams(max_new_tokens=12, temperature=0.0), pad_token_id=PAD,
+                      fast=False)
+    stop = greedy.token_lists()[0][3]          # row 0 stops by its 4th token; others maybe
+    params = SamplingParams(max_new_tokens=12, temperature=0.0, stop_token_ids=(stop, 255), sync_every=2)
+    eager = generate(model, PROMPTS, params, pad_token_id=PAD, fast=False)
+    fast = generate(model, PROMPTS, params, pad_token_id=PAD, fast=True)
+    assert fast.token_lists() == eager.token_lists() and fast.tokens.shape == eager.tokens.shape
+    assert torch.equal(fast.tokens, eager.tokens) and torch.equal(fast.lengths, eager.lengths)
+    assert fast.finish_reasons == eager.finish_reasons and fast.finish_reasons[0] == "stop"
+    assert (fast.logprobs - eager.logprobs).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(max_new_tokens=10, temperature=1.0),
+    SamplingParams(max_new_tokens=10, temperature=0.7, top_k=20, top_p=0.8),
+], ids=["t1", "t0.7-topk-topp"])
+def test_fast_sampling_logprobs_match_full_forward(params):
+    model = tiny("qwen2")
+    out = generate(model, PROMPTS, params, pad_token_id=PAD, seed=0, fast=True)
+    recomputed, real = full_forward_logprobs(model, PROMPTS, out, params.temperature, PAD)
+    assert real.all() and (recomputed - out.logprobs).abs().max().item() <= 1e-4
+    again = generate(model, PROMPTS, params, pad_token_id=PAD, seed=0, fast=True)
+    assert torch.equal(again.tokens, out.tokens)
+    other = generate(model, PROMPTS, params, pad_token_id=PAD, seed=1, fast=True)
+    assert not torch.equal(other.tokens, out.tokens)
+
+
+def test_all_rows_stopped_ends_at_the_next_check():
+    model = tiny("qwen2")
+    first = generate(model, PROMPTS, SamplingParams(max_new_tokens=1, temperature=0.0), pad_token_id=PAD).tokens
+    params = SamplingParams(max_new_tokens=20, temperature=0.0, stop_token_ids=tuple(first[:, 0].tolist()),
+                            sync_every=4)
+    out = generate(model, PROMPTS, params, pad_token_id=PAD, fast=True)
+    assert out.tokens.shape == (3, 4) and out.lengths.tolist() == [1, 1, 1]
+    assert out.finish_reasons == ["stop"] * 3 and (out.tokens[:, 1:] == PAD).all()
+
+
+def test_decoder_reuse_and_rebuild():
+    model = tiny("qwen2")
+    params = SamplingParams(max_new_tokens=6, temperature=0.0)
+    a = generate(model, PROMPTS, params, pad_token_id=PAD, fast=True)
+    decoder = fast_decode._DECODERS[model]
+    assert decoder.k.shape[1] == 4 and decoder.k.shape[3] == fast_decode.SEQ_ROUND   # bucket, rounded slots
+    b = generate(model, PROMPTS[::-1], params, pad_token_id=PAD, fast=True)     # same shapes: reused
+    assert fast_decode._DECODERS[model] is decoder
+    assert b.token_lists() == a.token_lists()[::-1]
+    # new weight storage must never be read through the old decoder
+    with torch.no_grad():
+        model.layers[0].mlp.up.weight = nn.Parameter(model.layers[0].mlp.up.weight * 3)
+    c = generate(model, PROMPTS, params, pad_token_id=PAD, fast=True)
+    assert fast_decode._DECODERS[model] is not decoder
+    assert c.token_lists() == generate(model, PROMPTS, params, pad_token_id=PAD, fast=False).token_lists()
+    fast_decode.release(model)
+    assert model not in fast_decode._DECODERS
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the gpu tests run the compiled kernels")
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_fast_step_through_triton_interpreter(monkeypatch, temperature):
+    """The step's calls into the Triton launchers (shapes, strides, dtypes), on CPU in Triton's
+    interpreter: the same tokens and log-probs as the step on the PyTorch references."""
+    pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
+    model = tiny("qwen3")
+    params = SamplingParams(max_new_tokens=5, temperature=temperature)
+    want = generate(model, PROMPTS, params, pad_token_id=PAD, seed=0, fast=True)
+    import kernels.decode_attention, kernels.rmsnorm, kernels.rope, kernels.sampling  # noqa: E401
+    for module in (kernels.decode_attention, kernels.rmsnorm, kernels.rope, kernels.sampling):
+        monkeypatch.setattr(module, "use_triton", lambda *tensors: True)
+    got = generate(model, PROMPTS, params, pad_token_id=PAD, seed=0, fast=True)
+    assert torch.equal(got.tokens, want.tokens)
+    assert (got.logprobs - want.logprobs).abs().max().item() <= 1e-4
+
+
+def test_fast_path_refuses_what_it_cannot_run():
+    model = tiny("qwen2")
+    with pytest.raises(ValueError, match="custom sample_fn"):
+        generate(model, PROMPTS, SamplingParams(max_new_tokens=2), pad_token_id=PAD, fast=True,
+                 sample_fn=lambda logits, params, generator: sample_next(logits, params, generator))
+    odd = Transformer(ModelConfig(model_type="llama", vocab_size=64, hidden_size=48, intermediate_size=64,
+                                  num_layers=1, num_heads=2, num_kv_heads=1, head_dim=24, rms_norm_eps=1e-6,
+                                  rope_theta=10000.0))
+    assert "head_dim 24" in fast_decode.unsupported_reason(odd)
+    with pytest.raises(ValueError, match="head_dim 24"):
+        generate(odd, PROMPTS, SamplingParams(max_new_tokens=2), pad_token_id=PAD, fast=True)
+
+
+# ------------------------------------------------------------------ CUDA: kernels + graphs, real shapes
+def qwen25_05b(dtype: torch.dtype, seed: int = 0) -> Transformer:
+    """Our model at Qwen2.5-0.5B shapes with random weights (HF's init scale, non-trivial norms/biases)."""
+    cfg = ModelConfig.from_hf_dict({"model_type": "qwen2", **QWEN25_05B})
+    torch.manual_seed(seed)
+    with torch.device("cuda"):
+        model = Transformer(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.02)
+            else:
+                p.copy_((1.0 if "norm" in name else 0.0) + 0.1 * torch.randn_like(p))
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+def ragged_prompts(batch: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(8, 49, (batch,), generator=g).tolist()
+    return [torch.randint(100, QWEN25_05B["vocab_size"], (n,), generator=g).tolist() for n in lengths]
+
+
+@pytest.fixture(scope="module")
+def model_fp32():
+    return qwen25_05b(torch.float32)
+
+
+@pytest.fixture(scope="module")
+def model_bf16():
+    return qwen25_05b(torch.bfloat16)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [3, 64])
+def test_gpu_fp32_greedy_fast_equals_eager(model_fp32, batch):
+    prompts = ragged_prompts(batch)
+    params = SamplingParams(max_new_tokens=64, temperature=0.0)
+    eager = generate(model_fp32, prompts, params, pad_token_id=PAD, fast=False)
+    fast = generate(model_fp32, prompts, params, pad_token_id=PAD)          # default on CUDA: fast + graphs
+    assert fast_decode._DECODERS[model_fp32].graph is not None
+    shared = shared_prefixes(model_fp32, prompts, fast, eager, tie=1e-3)
+    assert sum(n < 64 for n in shared) <= max(1, batch // 32), shared      # splits are rare in fp32
+    assert prefix_logprob_diffs(fast, eager, shared).max().item() <= 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [3, 64])
+def test_gpu_bf16_fast_vs_eager_and_trainer(model_bf16, batch):
+    prompts = ragged_prompts(batch, seed=1)
+    params = SamplingParams(max_new_tokens=64, temperature=0.0)
+    eager = generate(model_bf16, prompts, params, pad_token_id=PAD, fast=False)
+    fast = generate(model_bf16, prompts, params, pad_token_id=PAD)
+    shared = shared_prefixes(model_bf16, prompts, fast, eager, tie=0.05)
+    diffs = prefix_logprob_diffs(fast, eager, shared)
+    assert diffs.numel() >= batch and diffs.mean().item() < 0.03 and diffs.max().item() < 0.3
+    assert_as_close_to_trainer(model_bf16, prompts, fast, eager, params.temperature)
+    # a graph reused with other prompt lengths (same bucket, same cache size) decodes as a fresh one
+    decoder = fast_decode._DECODERS[model_bf16]
+    shorter = [p[:-3] for p in prompts]
+    reused = generate(model_bf16, shorter, params, pad_token_id=PAD)
+    assert fast_decode._DECODERS[model_bf16] is decoder and decoder.graph is not None
+    fast_decode.release(model_bf16)
+    fresh = generate(model_bf16, shorter, params, pad_token_id=PAD)
+    shared = shared_prefixes(model_bf16, shorter, reused, fresh, tie=0.05)
+    assert prefix_logprob_diffs(reused, fresh, shared).max().item() <= 0.05
+    # the graph replays what the same kernels do eagerly (expected bit-identical; bf16 tolerance)
+    plain = generate(model_bf16, prompts, params, pad_token_id=PAD, cuda_graphs=False)
+    shared = shared_prefixes(model_bf16, prompts, fast, plain, tie=0.05)
+    assert prefix_logprob_diffs(fast, plain, shared).max().item() <= 0.05
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_sampling_rollout(model_bf16):
+    """The RL case: batch 64, temperature 1, stop tokens. A reused decoder replays the same seeded
+    rollout exactly; its log-probs are as close to the trainer's recomputation as the eager path's."""
+    prompts = ragged_prompts(64, seed=2)
+    params = SamplingParams(max_new_tokens=64, temperature=1.0, stop_token_ids=(7, 11, 13))
+    generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)           # builds and captures
+    decoder = fast_decode._DECODERS[model_bf16]
+    out = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)
+    again = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)
+    assert fast_decode._DECODERS[model_bf16] is decoder and decoder.graph is not None
+    assert torch.equal(again.tokens, out.tokens) and torch.equal(again.logprobs, out.logprobs)
+    assert not torch.equal(generate(model_bf16, prompts, params, pad_token_id=PAD, seed=1).tokens, out.tokens)
+    assert len(set(out.tokens[:, :8].flatten().tolist())) > 256     # sampled, not collapsed
+    eager = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0, fast=False)
+    assert_as_close_to_trainer(model_bf16, prompts, out, eager, params.temperature)
