@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     module = _load(name)
     parser = argparse.ArgumentParser(prog=f"deepretrieval {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    args = parser.parse_intermixed_args(rest)   # KEY=VALUE overrides may come between options
     return int(module.run(args) or 0)
 
 

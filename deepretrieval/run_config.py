@@ -55,6 +55,7 @@ class RunSection:
     eval_limit: int = 0                 # evaluate on the first N examples (0 = all)
     eval_max_new_tokens: int = 512
     eval_greedy: bool = True
+    eval_batch_size: int = 16           # prompts per generation batch in evaluations
 
 
 @dataclass(frozen=True)

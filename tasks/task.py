@@ -60,9 +60,10 @@ class Task:
         """The parsed query / SQL per completion (None where it does not parse), for `evaluate`."""
         return [self._parse(p, c).value for p, c in zip(prompts, completions)]
 
-    def limit(self, n: int) -> None:
-        """Keep the first `n` examples of every split (smoke runs, the demo)."""
-        self.examples = {s: exs[:n] for s, exs in self.examples.items()}
+    def limit(self, n: int, splits: Sequence[str] | None = None) -> None:
+        """Keep the first `n` examples of every split, or of `splits` only (smoke runs, the demo)."""
+        self.examples = {s: exs[:n] if splits is None or s in splits else exs
+                         for s, exs in self.examples.items()}
         self.__dict__.pop("_by_id", None)
 
     @property

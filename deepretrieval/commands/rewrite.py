@@ -1,0 +1,70 @@
+"""`deepretrieval rewrite`: one information need -> the model's query -> the engine's top hits.
+
+    deepretrieval rewrite --model smollm2-135m "vitamin D prevents fractures in the elderly"
+    deepretrieval rewrite --checkpoint runs/demo --config configs/demo.toml "NEED" --top 5 --json
+
+The task (prompt template and engine) comes from --config (default: the demo's SciFact + BM25).
+Query tasks only (classic IR, evidence seeking, literature search): text-to-SQL needs a database.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--checkpoint", help="run dir, checkpoint dir or HF folder")
+    who.add_argument("--model", help="built-in model name or model folder (untrained)")
+    parser.add_argument("need", help="the information need, in the user's words")
+    parser.add_argument("--config", help="experiment TOML for the task and engine (default: the demo's)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    parser.add_argument("--top", type=int, default=10, help="hits to show (default 10)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def search(task, query: str, top: int) -> list[dict]:
+    """The engine's top hits for one query, with a title/snippet where the task has the text."""
+    if hasattr(task, "retriever"):                                   # BM25 / dense
+        hits = task.retriever.search([query], k=top)[0]
+        texts = getattr(task, "passages", None) or {}
+        return [{"id": d, "score": round(float(s), 4), "text": texts.get(d, "")[:120]} for d, s in hits]
+    ids = task.backend.search(query, max_results=top)               # literature engines
+    return [{"id": i} for i in ids[:top]]
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepretrieval.commands.demo import demo_config_path
+    from deepretrieval.evaluation import RewriteSettings, rewrite
+    from deepretrieval.policy import load_policy
+    from deepretrieval.run_config import ConfigError, load_config
+    from deepretrieval.training import build_eval_task
+    from model.registry import resolve_device
+    from tasks.prompts import build_prompt
+    try:
+        cfg = load_config(args.config or demo_config_path(), args.overrides)
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {exc}") from exc
+    if cfg.task.family == "text_to_sql":
+        raise SystemExit("rewrite works on query tasks; for text-to-SQL use `deepretrieval eval`")
+    task = build_eval_task(cfg)
+    model, tokenizer = load_policy(args.checkpoint or args.model, resolve_device(cfg.model.device),
+                                   cfg.model.chat_template)
+    prompt = build_prompt(task.template, args.need)
+    settings = RewriteSettings(max_new_tokens=cfg.run.eval_max_new_tokens, greedy=cfg.run.eval_greedy,
+                               max_prompt_tokens=cfg.model.max_prompt_tokens)
+    completion = rewrite(model, tokenizer, [prompt], settings)[0]
+    query = task.answers([prompt], [completion])[0]
+    hits = search(task, query, args.top) if query else []
+    out = {"need": args.need, "query": query, "completion": completion, "hits": hits}
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"need:  {args.need}\nmodel: {prompt.assistant_prefix}{completion}\n")
+    if query is None:
+        print("query: (none: the completion has no parsable <answer> block, so no search was made)")
+        return 0
+    print(f"query: {query}\n")
+    for rank, hit in enumerate(hits, 1):
+        print(f"{rank:>3}. {hit['id']}" + (f"  {hit['score']:.3f}  {hit['text']}" if "score" in hit else ""))
+    return 0

@@ -1,0 +1,135 @@
+"""One training run from a RunConfig: evaluate, train with rl/, evaluate again. Shared by
+`deepretrieval train`, `deepretrieval demo` and bench/scifact_rl.py.
+
+    from deepretrieval.training import train_run
+    result = train_run(cfg, "runs/scifact")          # also under torchrun: every rank calls it
+    result.before, result.after                     # evaluation rows (deepretrieval.evaluation)
+
+The run directory receives run_config.json (the resolved config), eval.jsonl (one row per variant
+and evaluation, with its step), and what rl/ writes: config.json (the trainer's view), metrics.jsonl,
+rollouts.jsonl, curves.png, checkpoints/, export/ (HF format, tokenizer included).
+
+Evaluations run on rank 0 on `run.eval_split` (its first `run.eval_limit` examples when > 0): before
+training (skipped on resume: eval.jsonl has it), every `run.eval_every` steps (one process only:
+under FSDP the policy is sharded), and after training on the exported policy.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepretrieval.evaluation import RewriteSettings, encode_prompts, evaluate_variants
+from deepretrieval.policy import EXPORT, RUN_CONFIG, load_policy, save_tokenizer
+from deepretrieval.run_config import RunConfig, write_resolved
+from model.registry import resolve_device
+from rl.interfaces import RewardResult
+from rl.run_logging import METRICS, read_jsonl
+
+EVAL_LOG = "eval.jsonl"
+
+
+class TrainTask:
+    """A tasks.task.Task as rl.interfaces.Task: the training split's prompts, rewards with details."""
+
+    def __init__(self, task, split: str = "train"):
+        self.task, self.split = task, split
+
+    def prompts(self):
+        return self.task.prompts(self.split)
+
+    def reward(self, prompts, completions, **meta) -> RewardResult:
+        return RewardResult(*self.task.reward(prompts, completions, **meta))
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    before: list[dict] = field(default_factory=list)     # rank 0 only; [] elsewhere
+    after: list[dict] = field(default_factory=list)
+    last_metrics: dict = field(default_factory=dict)
+    train_prompts: int = 0
+    steps: int = 0                                       # RL steps done (the time limit may stop early)
+
+
+def rewrite_settings(cfg: RunConfig) -> RewriteSettings:
+    return RewriteSettings(max_new_tokens=cfg.run.eval_max_new_tokens, greedy=cfg.run.eval_greedy,
+                           temperature=cfg.rl.sampling.temperature, batch_size=cfg.run.eval_batch_size,
+                           max_prompt_tokens=cfg.model.max_prompt_tokens, seed=cfg.rl.seed)
+
+
+def log_eval(run_dir: Path, step: int, rows: list[dict]) -> None:
+    with (run_dir / EVAL_LOG).open("a") as f:
+        for row in rows:
+            f.write(json.dumps({"step": step, **row}) + "\n")
+
+
+def evaluations(run_dir: Path) -> dict[int, list[dict]]:
+    """eval.jsonl grouped by step."""
+    out: dict[int, list[dict]] = {}
+    for row in read_jsonl(run_dir / EVAL_LOG):
+        out.setdefault(row["step"], []).append(row)
+    return out
+
+
+def build_eval_task(cfg: RunConfig):
+    from tasks.registry import build_task
+    try:
+        task = build_task(cfg.task)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"cannot build the task: {exc}") from exc
+    if cfg.run.eval_limit:
+        task.limit(cfg.run.eval_limit, splits=[cfg.run.eval_split])
+    return task
+
+
+def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> RunResult:
+    from rl.trainer import train
+    run_dir = Path(run_dir or cfg.run.out_dir)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    main = rank == 0
+    if cfg.run.eval_every and world > 1:
+        raise SystemExit("run.eval_every > 0 needs one process (the policy is sharded under "
+                         "torchrun); set run.eval_every=0")
+    device = resolve_device(cfg.model.device)
+    if device.type == "cuda":
+        device = resolve_device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (run_dir / EVAL_LOG).unlink(missing_ok=True)
+        write_resolved(cfg, run_dir, RUN_CONFIG)
+    task = build_eval_task(cfg)
+    model, tokenizer = load_policy(cfg.model.name, device, cfg.model.chat_template)
+    train_prompts = task.prompts("train")
+    encode_prompts(train_prompts, tokenizer, cfg.model.max_prompt_tokens)
+    settings = rewrite_settings(cfg)
+    split = cfg.run.eval_split
+    result = RunResult(run_dir, train_prompts=len(train_prompts))
+    if main and not resume:
+        result.before = evaluate_variants(task, split, model, tokenizer, settings, desc="eval step 0")
+        log_eval(run_dir, 0, result.before)
+
+    def on_step_end(step: int, _metrics: dict) -> None:
+        if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.rl.total_steps:
+            log_eval(run_dir, step, evaluate_variants(task, split, model, tokenizer, settings,
+                                                      desc=f"eval step {step}"))
+
+    model.requires_grad_(True)          # load_model hands out frozen models; this one is trained
+    result.last_metrics = train(cfg.rl, model, tokenizer, TrainTask(task), run_dir, resume=resume,
+                                device=device.type, on_step_end=on_step_end)
+    if main:
+        save_tokenizer(tokenizer, run_dir / EXPORT)
+        trained, tok = load_policy(run_dir / EXPORT, device)
+        result.steps = read_jsonl(run_dir / METRICS)[-1]["step"]
+        result.after = evaluate_variants(task, split, trained, tok, settings,
+                                         desc=f"eval step {result.steps}")
+        log_eval(run_dir, result.steps, result.after)
+        if resume:
+            result.before = evaluations(run_dir).get(0, [])
+    close = getattr(task, "close", None)
+    if close is not None:
+        close()
+    return result
+
