@@ -198,7 +198,7 @@ def run(a: argparse.Namespace) -> int:
     if cuda and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU: run the GPU presets on a GPU machine, or add --tiny for CPU")
     model_name, mcfg = MODELS[case.model]
-    precision = "bf16" if cuda else "fp32"
+    precision = a.precision if a.precision != "auto" else ("bf16" if cuda else "fp32")
     cfg = rl_config(case, precision)
     task = RandomPromptTask(case.prompts * case.steps, case.prompt_len, mcfg.vocab_size)
     tok = StopTokenizer(stop_count(mcfg.vocab_size, case.new_tokens))
@@ -447,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--new-tokens", type=int)
     r.add_argument("--micro-batch", type=int)
     r.add_argument("--gradient-checkpointing", action="store_true")
+    r.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 on GPU, fp32 on CPU; fp32 on GPU isolates reduction-order effects")
     c = sub.add_parser("report", help="compare the runs in --work; print and write markdown")
     c.add_argument("--work", required=True)
     c.add_argument("--md", help="write the markdown report here")
