@@ -110,9 +110,6 @@ class EvidenceSeekingTask(Task):
             out.append({"rank": rank, "n_returned": len(ranked)})
         return out
 
-    def metrics(self, values: list[str], metas: list[dict]) -> list[dict]:
-        return self._scorer([(v, m["split"], m["id"]) for v, m in zip(values, metas)])
-
     def combine(self, parsed: ParsedAnswer, metric: dict | None) -> float:
         if not parsed.format_ok:
             return FORMAT_BAD

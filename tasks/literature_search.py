@@ -87,9 +87,6 @@ class LiteratureSearchTask(Task):
         gold = set(ex["gold"])
         return {"recall": len(gold.intersection(ids[:self.k])) / len(gold), "n_returned": len(ids)}
 
-    def metrics(self, values: list[str], metas: list[dict]) -> list[dict]:
-        return self._scorer([(v, m["split"], m["id"]) for v, m in zip(values, metas)])
-
     def combine(self, parsed: ParsedAnswer, metric: dict | None) -> float:
         if not parsed.format_ok:
             return FORMAT_BAD

@@ -99,8 +99,9 @@ class Task:
         return rewards, details
 
     def metrics(self, values: list[str], metas: list[dict]) -> list[dict]:
-        """Engine metric per scored answer, e.g. {"recall": 0.4}, or {"error": "..."}."""
-        raise NotImplementedError
+        """Engine metric per scored answer, e.g. {"recall": 0.4}, or {"error": "..."}: through the
+        subclass's cached scorer (`self._scorer`), keyed by (answer, split, example id)."""
+        return self._scorer([(v, m["split"], m["id"]) for v, m in zip(values, metas)])
 
     def combine(self, parsed: ParsedAnswer, metric: dict | None) -> float:
         """The paper's reward from the parse and the engine metric (None when not scored)."""

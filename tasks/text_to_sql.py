@@ -116,9 +116,6 @@ class TextToSQLTask(Task):
             out.append(m)
         return out
 
-    def metrics(self, values: list[str], metas: list[dict]) -> list[dict]:
-        return self._scorer([(v, m["split"], m["id"]) for v, m in zip(values, metas)])
-
     def combine(self, parsed: ParsedAnswer, metric: dict | None) -> float:
         if not parsed.ok or metric is None:
             return ir_reward(False, 0.0)
