@@ -79,7 +79,9 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     """logits [..., V], tokens [...] -> log-probs [...] float32 of `tokens` under the
     temperature-scaled, untruncated distribution (temperature 0 means 1: greedy)."""
     scaled = logits.float() / (temperature if temperature > 0 else 1.0)
-    return torch.log_softmax(scaled, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
+    # gather - logsumexp rather than log_softmax: no second [..., V] tensor (the trainer calls this
+    # on [B, T, V] logits of whole responses)
+    return scaled.gather(-1, tokens[..., None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams,

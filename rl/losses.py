@@ -1,6 +1,6 @@
 """Losses of the RL update: clipped policy loss, KL estimators, entropy, clipped value loss.
 
-    from rl.losses import policy_loss, kl_estimate, value_loss, aggregate, logprobs_from_logits
+    from rl.losses import policy_loss, kl_estimate, value_loss, aggregate
 
 Every per-token quantity is [B, T] over response tokens with a padding mask [B, T] (1 = real).
 `aggregate` turns a per-token loss into a scalar. Its denominator can be given explicitly: the
@@ -46,13 +46,6 @@ def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str,
     else:
         raise ValueError(f"loss aggregation must be one of {AGGREGATIONS}, got {mode!r}")
     return total / (default if denominator is None else denominator)
-
-
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log p(label) under softmax(logits): [B, T, V], [B, T] -> [B, T] (computed in fp32)."""
-    logits = logits.float()
-    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from rl.losses import entropy_from_logits, logprobs_from_logits
+from model.sampler import token_logprobs
+from rl.losses import entropy_from_logits
 
 
 class ResponseOutputs(NamedTuple):
@@ -58,7 +59,7 @@ class ResponseModel(nn.Module):
             logits = self.lm.logits(h)                                    # [B, R, V] fp32
             if temperature != 1.0:
                 logits = logits / temperature
-            logprobs = logprobs_from_logits(logits, input_ids[:, prompt_len:])
+            logprobs = token_logprobs(logits, input_ids[:, prompt_len:], 1.0)    # temperature applied above
             if entropy:
                 ent = entropy_from_logits(logits)
         if self.value_head is not None:
