@@ -13,13 +13,7 @@ from rl.toy_task import CharTokenizer, TargetCharTask, tiny_model, toy_config
 from rl.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 cores shared by many processes: one intra-op thread is faster and steadier here
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("algorithm,critic", [("grpo", "separate"), ("ppo", "separate"),
