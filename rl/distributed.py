@@ -79,21 +79,23 @@ def shard(model: nn.Module, info: DistInfo, blocks: list[nn.Module]) -> nn.Modul
     return model
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks (returns a new tensor; identity when not distributed)."""
+def _all_reduce(t: torch.Tensor, op) -> torch.Tensor:
+    """Reduce over ranks into a new tensor; identity when not distributed."""
     if not (dist.is_available() and dist.is_initialized()):
         return t
     out = t.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    dist.all_reduce(out, op=op)
     return out
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (returns a new tensor; identity when not distributed)."""
+    return _all_reduce(t, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
-    if not (dist.is_available() and dist.is_initialized()):
-        return t
-    out = t.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    """Max over ranks (returns a new tensor; identity when not distributed)."""
+    return _all_reduce(t, dist.ReduceOp.MAX)
 
 
 def all_gather_objects(obj: Any) -> list[Any]:
