@@ -3,7 +3,9 @@ torch.compile'd (and decode attention also against SDPA with a mask, what the mo
 without the kernel), and against the HBM bandwidth measured in the same run.
 
     python -m bench.kernels                          # all kernels
-    python -m bench.kernels --only decode_attention  # one or more of: rmsnorm rope decode_attention sample
+    python -m bench.kernels --only decode_attention  # one or more of: rmsnorm rope rope_cache
+                                                     #   decode_attention sample fused_linear
+    python -m bench.kernels --only fused_linear --sweep   # + every block config, to tune the defaults
 
 Every time is a CUDA-graph replay of many calls (triton.testing.do_bench_cudagraph), so Python
 launch overhead is out, as in the sampler's captured decode step. "bytes" is the least the kernel
@@ -25,9 +27,11 @@ import torch.nn.functional as F
 from bench.results_log import append_result
 
 DEVICE = torch.device("cuda")
-KERNELS = ("rmsnorm", "rope", "decode_attention", "sample")
+KERNELS = ("rmsnorm", "rope", "rope_cache", "decode_attention", "sample", "fused_linear")
 QWEN_VOCAB = 151_936
-MODELS = {"0.5B": dict(hidden=896, H_q=14, H_kv=2, D=64), "3B": dict(hidden=2048, H_q=16, H_kv=2, D=128)}
+MODELS = {"0.5B": dict(hidden=896, H_q=14, H_kv=2, D=64, ffn=4864),
+          "3B": dict(hidden=2048, H_q=16, H_kv=2, D=128, ffn=11008)}
+SWEEP = False                                     # --sweep: time every fused_linear block config too
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Case:
 
 def _time_us(fn: Callable[[], object]) -> float:
     import triton.testing
-    return triton.testing.do_bench_cudagraph(fn, rep=100) * 1e3
+    return triton.testing.do_bench_cudagraph(fn, rep=20 if SWEEP else 100) * 1e3
 
 
 def _hbm_bytes_per_s() -> float:
@@ -80,6 +84,56 @@ def _rope_case(model: str, B: int, T: int) -> Case:
     return Case("rope", f"{model} B={B} T={T}", dict(B=B, T=T, H_q=H_q, H_kv=H_kv, D=D),
                 2 * _nbytes(q, k) + 2 * B * T * D * 4 + _nbytes(pos),
                 lambda: rope_triton(q, k, cos, sin, pos), lambda: rope_reference(q, k, cos, sin, pos), {})
+
+
+def _rope_cache_case(model: str, B: int) -> Case:
+    from kernels.rope_cache import rope_cache_reference
+    from kernels.rope_cache_triton import rope_cache_triton
+    H_q, H_kv, D = MODELS[model]["H_q"], MODELS[model]["H_kv"], MODELS[model]["D"]
+    qkv = torch.randn(B, (H_q + 2 * H_kv) * D, device=DEVICE, dtype=torch.bfloat16)
+    q, k, v = (t.view(B, -1, D) for t in qkv.split((H_q * D, H_kv * D, H_kv * D), dim=-1))
+    kc, vc = torch.zeros(2, B, H_kv, 512, D, device=DEVICE, dtype=torch.bfloat16)
+    cos, sin = torch.randn(2, 512, D, device=DEVICE)
+    pos, slot = torch.randint(0, 512, (B,), device=DEVICE), torch.tensor([100], device=DEVICE)
+    args = (q, k, v, cos, sin, pos, kc, vc, slot)
+    return Case("rope_cache", f"{model} B={B}", dict(B=B, H_q=H_q, H_kv=H_kv, D=D),
+                2 * _nbytes(qkv) + 2 * B * D * 4 + _nbytes(pos),
+                lambda: rope_cache_triton(*args), lambda: rope_cache_reference(*args), {})
+
+
+def _fused_linear_case(model: str, rows: int, call: str) -> Case:
+    """One of a decode layer's fused projections; baselines: the bare cuBLAS projections (no norm,
+    bias, gate or residual), and with --sweep every block config."""
+    from kernels.fused_linear import fused_linear_reference
+    from kernels.fused_linear_triton import LinearConfig, fused_linear_triton
+    m = MODELS[model]
+    C, F_, q_size, kv_size = m["hidden"], m["ffn"], m["H_q"] * m["D"], m["H_kv"] * m["D"]
+
+    def t(*shape):
+        return 0.05 * torch.randn(*shape, device=DEVICE, dtype=torch.bfloat16)
+
+    x, nw = t(rows, C), 1 + t(C)
+    args, kw = {
+        "qkv": lambda: ((x, (t(q_size, C), t(kv_size, C), t(kv_size, C)), (t(q_size), t(kv_size), t(kv_size))),
+                        dict(norm_weight=nw, eps=1e-6)),
+        "o": lambda: ((t(rows, q_size), (t(C, q_size),)), dict(residual=x)),
+        "gate_up": lambda: ((x, (t(F_, C), t(F_, C))), dict(norm_weight=nw, eps=1e-6, silu_mul=True)),
+        "down": lambda: ((t(rows, F_), (t(C, F_),)), dict(residual=x)),
+        "head": lambda: ((x, (t(QWEN_VOCAB, C),)), dict(norm_weight=nw, eps=1e-6, out_float=True)),
+    }[call]()
+    weights = args[1]
+    baselines = {"cublas": lambda: [F.linear(args[0], w) for w in weights]}
+    if SWEEP:
+        for bn in ((2, 4, 8, 16) if rows == 1 else (16, 32)):
+            for bk in ((512, 1024, 2048) if rows == 1 else (128, 256)):
+                for warps in ((4, 8) if rows == 1 else (4,)):
+                    cfg = LinearConfig(bn, bk, warps)
+                    baselines[f"bn{bn} bk{bk} w{warps}"] = (
+                        lambda cfg=cfg: fused_linear_triton(*args, **kw, config=cfg))
+    out_bytes = rows * (weights[0].shape[0] if kw.get("silu_mul") else sum(w.shape[0] for w in weights)) * 2
+    return Case("fused_linear", f"{model} {call} rows={rows}", dict(rows=rows, call=call, K=args[0].shape[1]),
+                _nbytes(*weights, args[0]) + out_bytes,
+                lambda: fused_linear_triton(*args, **kw), lambda: fused_linear_reference(*args, **kw), baselines)
 
 
 def _attention_case(model: str, B: int, S_max: int, max_pad: int) -> Case:
@@ -128,13 +182,17 @@ CASES = {
         ("0.5B", 1, 4096, 0), ("3B", 1, 4096, 0), ("0.5B", 64, 768, 128), ("3B", 64, 768, 128),
         ("0.5B", 128, 4096, 0), ("3B", 128, 4096, 0))),
     "sample": lambda: (_sample_case(*c) for c in ((1, 1.0), (64, 1.0), (128, 1.0), (64, 0.0))),
+    "rope_cache": lambda: (_rope_cache_case(*c) for c in (("0.5B", 1), ("3B", 1), ("3B", 64))),
+    "fused_linear": lambda: (_fused_linear_case(model, rows, call) for model in MODELS
+                             for rows in ((1,) if SWEEP else (1, 16))
+                             for call in ("qkv", "o", "gate_up", "down", "head")),
 }
 
 
 def _run_case(case: Case, hbm: float, l2_bytes: int) -> dict:
     times = {"triton": _time_us(case.triton), "eager": _time_us(case.reference)}
     try:
-        times["compiled"] = _time_us(torch.compile(case.reference, dynamic=False))
+        times["compiled"] = None if SWEEP else _time_us(torch.compile(case.reference, dynamic=False))
     except Exception as exc:                 # a compile failure must not lose the other numbers
         print(f"  torch.compile failed for {case.kernel} {case.name}: {type(exc).__name__}: {exc}"[:300])
         times["compiled"] = None
@@ -148,7 +206,8 @@ def _run_case(case: Case, hbm: float, l2_bytes: int) -> dict:
 
 def _print_row(rec: dict) -> None:
     us, speedup = rec["us"], rec["speedup_vs"]
-    compiled = f"{us['compiled']:9.1f} ({speedup['compiled']:5.2f}x)" if us["compiled"] else f"{'failed':>17s}"
+    compiled = (f"{us['compiled']:9.1f} ({speedup['compiled']:5.2f}x)" if us["compiled"]
+                else f"{'skipped' if SWEEP else 'failed':>17s}")
     others = "  ".join(f"{name} {t:.1f} ({speedup[name]:.2f}x)" for name, t in us.items()
                        if name not in ("triton", "eager", "compiled"))
     print(f"{rec['kernel']:17s} {rec['case']:32s} {us['triton']:9.1f} {us['eager']:9.1f} "
@@ -159,7 +218,10 @@ def _print_row(rec: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=KERNELS, default=list(KERNELS))
+    parser.add_argument("--sweep", action="store_true", help="time every fused_linear block config too")
     args = parser.parse_args(argv)
+    global SWEEP
+    SWEEP = args.sweep
     if not torch.cuda.is_available():
         raise SystemExit("bench.kernels needs a CUDA GPU and none is present: run it on the GPU machine "
                          "(python -m bench.kernels)")
@@ -174,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         for kernel in args.only:
             for case in CASES[kernel]():
                 rec = _run_case(case, hbm, props.L2_cache_size)
+                if SWEEP:                 # tuning output, not a result: the fastest configs
+                    best = sorted((t, n) for n, t in rec["us"].items() if n.startswith("bn"))[:3]
+                    print(f"{rec['kernel']} {rec['case']:24s} default {rec['us']['triton']:.2f} us, cublas "
+                          f"{rec['us']['cublas']:.2f} us; best " + ", ".join(f"{n} {t:.2f}" for t, n in best))
+                    continue
                 _print_row(rec)
                 append_result("kernels", rec)
                 torch.cuda.empty_cache()

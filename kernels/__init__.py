@@ -8,7 +8,10 @@ Every kernel comes as three functions with one signature:
 
     rmsnorm           RMSNorm in fp32, optionally fused with the residual add
     rope              rotary embedding of q and k in one launch (HF rotate_half convention)
+    rope_cache        rope of one decode token's q and k, k and v written into the KV cache
     decode_attention  one new token against the static KV cache, GQA, split-K (flash-decoding)
+    fused_linear      decode GEMV (<= 16 rows): RMSNorm before, bias / SiLU-gate / residual after,
+                      q, k, v (or gate, up) in one launch
     sample            greedy / temperature / top-k / top-p sampling with no host sync
 
 The Triton half lives in its own module for two reasons: triton is optional (a CPU install

@@ -7,10 +7,14 @@
 
 One decode step (`FastDecoder._body`: one token per row, static shapes):
   embed -> per layer: RMSNorm fused with the residual add, q/k/v projections (q/k RMSNorm for
-  Qwen3), RoPE of q and k from position tables, k/v written into the static cache at `slot`,
-  split-K GQA decode attention over each row's [kv_start, kv_end), o-projection, RMSNorm +
-  residual, SwiGLU -> final norm -> LM head -> fused sampling from a static noise buffer -> the
-  sampler's `StepOutputs.record` -> `slot`, `kv_end`, `positions` bumped in place.
+  Qwen3), RoPE of q and k from position tables with k/v written into the static cache at `slot`
+  (one kernel), split-K GQA decode attention over each row's [kv_start, kv_end), o-projection,
+  RMSNorm + residual, SwiGLU -> final norm -> LM head -> fused sampling from a static noise
+  buffer -> the sampler's `StepOutputs.record` -> `slot`, `kv_end`, `positions` bumped in place.
+  At most `kernels.fused_linear.MAX_ROWS` rows (latency, not throughput), the layer is 7 kernels:
+  the projections are fused GEMVs that fold in the RMSNorm before them and the bias, SiLU-gate and
+  residual add after them (`_layers_fused`); the LM head folds in the final norm. Launch overhead,
+  not bandwidth, is what a batch-1 step of a small model is made of.
 Everything that changes between steps is a device tensor that the step advances itself, so on CUDA
 the step is captured once in a CUDA graph and replayed with no host input: the host loop only
 refills the noise from the torch.Generator (outside the graph, so any generator works) and reads
@@ -38,8 +42,9 @@ from typing import Callable
 import torch
 
 from kernels.decode_attention import decode_attention, kv_range_from_mask
+from kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS, fused_linear
 from kernels.rmsnorm import rmsnorm
-from kernels.rope import rope
+from kernels.rope_cache import rope_cache
 from kernels.sampling import sample
 from model.kv_cache import KVCache
 from model.transformer import Attention, RMSNorm, Transformer
@@ -85,6 +90,12 @@ def decoder_for(model: Transformer, rows: int, max_len: int, params, pad_token_i
     return decoder
 
 
+def _biases(*linears: torch.nn.Linear):
+    """The layers' biases for fused_linear: all of them, or None when they have none."""
+    biases = tuple(lin.bias for lin in linears)
+    return None if all(b is None for b in biases) else biases
+
+
 def _norm(x: torch.Tensor, norm: RMSNorm, residual: torch.Tensor | None):
     """(RMSNorm(x + residual), x + residual) in one kernel; the first norm of a step has no residual."""
     if residual is None:
@@ -114,6 +125,9 @@ class FastDecoder:
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)            # the slot the next step writes
         self.uniform = (None if params.temperature == 0 else
                         torch.zeros(rows, cfg.vocab_size, dtype=torch.float32, device=dev))   # [B, V]
+        # a few rows: fused GEMV kernels (norm, bias, SiLU-gate, residual folded in), 7 launches
+        # a layer; more rows: cuBLAS matmuls with the small kernels between them
+        self.fused = rows <= FUSED_MAX_ROWS and not cfg.qk_norm
         self.use_graph = cuda_graphs and dev.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
         self.generator: torch.Generator | None = None
@@ -162,29 +176,54 @@ class FastDecoder:
             raise RuntimeError("FastDecoder: its model was garbage-collected")
         self.kv_end += 1                                    # the slot this step writes becomes visible
         x = model.embed(self.tokens)                                         # [B, C]
+        logits = self._layers_fused(model, x) if self.fused else self._layers(model, x)   # [B, V] fp32
+        self.slot += 1
+        self.positions += 1
+        self._sample(logits)
+
+    def _layers(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
         residual = None
         for i, layer in enumerate(model.layers):
             h, residual = _norm(x, layer.attn_norm, residual)
-            x = self._attention(layer.attn, h, i)
+            attn = layer.attn
+            q, k, v = self._heads(attn, attn.wq(h), attn.wk(h), attn.wv(h))  # [B, H, D], [B, H_kv, D] x2
+            if attn.q_norm is not None:                                      # Qwen3
+                q, k = attn.q_norm(q, rmsnorm), attn.k_norm(k, rmsnorm)
+            x = attn.wo(self._attend(q, k, v, i))                            # [B, C]
             h, residual = _norm(x, layer.mlp_norm, residual)
             x = layer.mlp(h)
         h, _ = _norm(x, model.norm, residual)
-        self.slot += 1
-        self.positions += 1
-        self._sample(model.logits(h))                                        # logits [B, V] fp32
+        return model.logits(h)
 
-    def _attention(self, attn: Attention, h: torch.Tensor, layer: int) -> torch.Tensor:
-        B = h.shape[0]
-        q = attn.wq(h).view(B, 1, attn.num_heads, attn.head_dim)            # [B, 1, H, D]
-        k = attn.wk(h).view(B, 1, attn.num_kv_heads, attn.head_dim)         # [B, 1, H_kv, D]
-        v = attn.wv(h).view(B, attn.num_kv_heads, 1, attn.head_dim)         # [B, H_kv, 1, D]
-        if attn.q_norm is not None:                                          # Qwen3
-            q, k = attn.q_norm(q, rmsnorm), attn.k_norm(k, rmsnorm)
-        q, k = rope(q, k, self.cos, self.sin, self.positions[:, None])
-        self.k[layer].index_copy_(2, self.slot, k.transpose(1, 2))          # slot of [B, H_kv, S, D]
-        self.v[layer].index_copy_(2, self.slot, v)
-        y = decode_attention(q[:, 0], self.k[layer], self.v[layer], self.kv_start, self.kv_end)   # [B, H, D]
-        return attn.wo(y.reshape(B, -1))                                    # [B, C]
+    def _layers_fused(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
+        """The same layers in 7 launches each: RMSNorm folds into the projection after it, bias,
+        SiLU-gate and the residual add into the projection before them."""
+        for i, layer in enumerate(model.layers):
+            attn, mlp = layer.attn, layer.mlp
+            qkv = fused_linear(x, (attn.wq.weight, attn.wk.weight, attn.wv.weight),
+                               _biases(attn.wq, attn.wk, attn.wv), norm_weight=layer.attn_norm.weight,
+                               eps=layer.attn_norm.eps)                     # [B, (H + 2 H_kv) D]
+            q_size, kv_size = attn.wq.weight.shape[0], attn.wk.weight.shape[0]
+            q, k, v = self._heads(attn, *qkv.split((q_size, kv_size, kv_size), dim=-1))
+            y = self._attend(q, k, v, i)                                     # [B, H * D]
+            h = fused_linear(y, (attn.wo.weight,), _biases(attn.wo), residual=x)          # [B, C]
+            gated = fused_linear(h, (mlp.gate.weight, mlp.up.weight), _biases(mlp.gate, mlp.up),
+                                 norm_weight=layer.mlp_norm.weight, eps=layer.mlp_norm.eps, silu_mul=True)
+            x = fused_linear(gated, (mlp.down.weight,), _biases(mlp.down), residual=h)   # [B, C]
+        return fused_linear(x, (model.head_weight,), norm_weight=model.norm.weight, eps=model.norm.eps, out_float=True)
+
+    @staticmethod
+    def _heads(attn: Attention, q, k, v):
+        """[B, H * D] projections -> q [B, H, D], k and v [B, H_kv, D] (views)."""
+        B = q.shape[0]
+        return (q.view(B, attn.num_heads, attn.head_dim), k.view(B, attn.num_kv_heads, attn.head_dim),
+                v.view(B, attn.num_kv_heads, attn.head_dim))
+
+    def _attend(self, q, k, v, layer: int) -> torch.Tensor:
+        """RoPE, the cache write at `slot`, attention over each row's range: [B, H * D]."""
+        q = rope_cache(q, k, v, self.cos, self.sin, self.positions, self.k[layer], self.v[layer], self.slot)
+        y = decode_attention(q, self.k[layer], self.v[layer], self.kv_start, self.kv_end)   # [B, H, D]
+        return y.reshape(y.shape[0], -1)
 
     def _capture(self) -> None:
         """Run this step eagerly on a side stream (compiles the Triton kernels, warms cuBLAS), then

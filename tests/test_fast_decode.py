@@ -144,16 +144,19 @@ def test_decoder_reuse_and_rebuild():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the gpu tests run the compiled kernels")
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_fast_step_through_triton_interpreter(monkeypatch, temperature):
+@pytest.mark.parametrize("family,temperature", [("qwen3", 0.0), ("qwen3", 1.0), ("qwen2", 0.0), ("qwen2", 1.0)])
+def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature):
     """The step's calls into the Triton launchers (shapes, strides, dtypes), on CPU in Triton's
-    interpreter: the same tokens and log-probs as the step on the PyTorch references."""
+    interpreter: the same tokens and log-probs as the step on the PyTorch references. qwen3 (q/k
+    norm) takes the unfused layers, qwen2 (biases) the fused ones."""
     pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
-    model = tiny("qwen3")
+    model = tiny(family)
     params = SamplingParams(max_new_tokens=5, temperature=temperature)
     want = generate(model, PROMPTS, params, pad_token_id=PAD, seed=0, fast=True)
-    import kernels.decode_attention, kernels.rmsnorm, kernels.rope, kernels.sampling  # noqa: E401
-    for module in (kernels.decode_attention, kernels.rmsnorm, kernels.rope, kernels.sampling):
+    assert fast_decode._DECODERS[model].fused == (family == "qwen2")
+    import kernels.decode_attention, kernels.fused_linear, kernels.rmsnorm, kernels.rope_cache, kernels.sampling  # noqa: E401
+    for module in (kernels.decode_attention, kernels.fused_linear, kernels.rmsnorm, kernels.rope_cache,
+                   kernels.sampling):
         monkeypatch.setattr(module, "use_triton", lambda *tensors: True)
     got = generate(model, PROMPTS, params, pad_token_id=PAD, seed=0, fast=True)
     assert torch.equal(got.tokens, want.tokens)
