@@ -4,6 +4,7 @@
                                                        #      each, 512 new tokens, bf16
     python -m bench.grpo_step --peak-tflops 989        # H100 SXM bf16 dense (the default)
     python -m bench.grpo_step --tiny                   # CPU smoke run at toy shapes (not logged)
+    python -m bench.grpo_step --micro-batch 16 --gradient-checkpointing --compile
     torchrun --nproc_per_node=2 -m bench.grpo_step     # FSDP2 over 2 GPUs, same global batch
 
 Random weights (normal(0, 0.02)) with the real Qwen2.5-0.5B config: nothing depends on weight
@@ -96,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--new-tokens", type=int, default=512)
     p.add_argument("--mini-batch-prompts", type=int, default=16)
-    p.add_argument("--micro-batch", type=int, default=8, help="sequences per forward/backward")
+    p.add_argument("--micro-batch", type=int, default=32,
+                   help="sequences per forward/backward (32 fits an 80 GB GPU with the fused head)")
     p.add_argument("--steps", type=int, default=2, help="measured steps (after one warm-up step)")
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every transformer block (RLConfig.compile_blocks)")
     p.add_argument("--peak-tflops", type=float, default=989.0,
                    help="hardware peak for MFU (H100 SXM bf16 dense: 989)")
     a = p.parse_args(argv)
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                    sampling=SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0),
                    kl_coef=0.001, actor_optim=OptimConfig(lr=1e-6),
                    precision="bf16" if device == "cuda" else "fp32",
-                   gradient_checkpointing=a.gradient_checkpointing, reward_workers=4,
+                   gradient_checkpointing=a.gradient_checkpointing, compile_blocks=a.compile,
+                   reward_workers=4,
                    checkpoint_every=10**9)
     task = RandomPromptTask(a.prompts * (a.steps + 1), a.prompt_len, mcfg.vocab_size)
     model = random_model(mcfg, device)
@@ -145,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         "world_size": trainer.dist.world_size,
         "prompts": a.prompts, "group_size": a.group_size, "prompt_len": a.prompt_len,
         "new_tokens": a.new_tokens, "micro_batch": a.micro_batch,
-        "gradient_checkpointing": a.gradient_checkpointing, "tokens_per_step": tokens,
+        "gradient_checkpointing": a.gradient_checkpointing, "compile_blocks": a.compile,
+        "tokens_per_step": tokens,
         "time_generate_s": mean["time/generate"], "time_reward_s": mean["time/reward"],
         "time_prepare_s": mean["time/prepare"], "time_update_s": update_time,
         "time_train_s": mean["time/train"], "time_sync_s": mean["time/sync"], "time_step_s": step,

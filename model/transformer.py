@@ -233,10 +233,14 @@ class Transformer(nn.Module):
         allowed = allowed | (k_slot == q_slot)[None]                            # a pad query sees itself
         return allowed[:, None]                                                 # [B, 1, T, S]
 
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The LM head's [V, C] weight: lm_head's, or the embedding matrix of a tied model."""
+        return self.embed.weight if self.lm_head is None else self.lm_head.weight
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., C] -> logits [..., V] float32 (head in the model dtype, then upcast)."""
-        weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        return F.linear(hidden, self.head_weight).float()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None) -> torch.Tensor:

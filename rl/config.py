@@ -96,6 +96,9 @@ class RLConfig:
     # systems
     precision: str = "auto"        # auto = bf16 autocast on CUDA, fp32 on CPU
     gradient_checkpointing: bool = False
+    compile_blocks: bool = False   # torch.compile every transformer block of the actor, critic and
+                                   # reference (their forwards and backwards; generation stays
+                                   # eager); the first steps pay the compilation
     reward_workers: int = 4
     reward_pool: str = "thread"    # "thread" or "process" (reward fn must then be picklable)
     # outputs

@@ -1,4 +1,5 @@
-"""Losses of the RL update: clipped policy loss, KL estimators, entropy, clipped value loss.
+"""Losses of the RL update: clipped policy loss, KL estimators, clipped value loss (the entropy
+bonus is computed with the log-probs, rl/response_head.py).
 
     from rl.losses import policy_loss, kl_estimate, value_loss, aggregate
 
@@ -46,14 +47,6 @@ def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str,
     else:
         raise ValueError(f"loss aggregation must be one of {AGGREGATIONS}, got {mode!r}")
     return total / (default if denominator is None else denominator)
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits): [B, T, V] -> [B, T] (fp32)."""
-    logits = logits.float()
-    logz = torch.logsumexp(logits, dim=-1, keepdim=True)
-    probs = torch.exp(logits - logz)
-    return (logz.squeeze(-1) - (probs * logits).sum(dim=-1))
 
 
 class PolicyLoss(NamedTuple):

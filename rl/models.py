@@ -4,15 +4,18 @@ optional value head.
     actor = ResponseModel(lm)                                     # log-probs (+ entropy)
     actor = ResponseModel(lm, value_head=True)                     # PPO, critic on the shared trunk
     critic = ResponseModel(critic_copy(lm), policy=False, value_head=True)   # PPO, separate critic
-    out = actor(input_ids, attention_mask, prompt_len, temperature=1.0, entropy=True)
-    out.logprobs, out.entropy, out.values                         # each [B, R] (R = T - prompt_len)
+    out = actor(input_ids, response_start, response_len, temperature=1.0, entropy=True)
+    out.logprobs, out.entropy, out.values                         # each [B, R] (R = response_len)
 
-`lm` is model.transformer.Transformer (anything with `forward_hidden`, `logits` and `layers`).
-Sequences are [left-padded prompt | right-padded response], the prompt part `prompt_len` wide.
-The hidden state at position t predicts token t + 1, so the response's outputs come from the
-slice [prompt_len - 1, T - 1): the LM head runs on response positions only (a 256-token prompt
-costs no vocabulary projection), and the value at a token is the value of the state it is
-generated from (as verl's critic).
+`lm` is model.transformer.Transformer (anything with `forward_hidden`, `head_weight` and `layers`).
+Sequences are rl.rollout.collate's rows: [prompt | response | padding], each starting at column 0,
+the response at column `response_start[i]`. Padding only at the end means causal attention
+alone keeps every real token away from padding: the trunk runs without an attention mask
+(SDPA's flash kernel, positions 0, 1, 2, ...). The hidden state at position t predicts token
+t + 1, so response token j of row i comes from the state at response_start[i] - 1 + j: the LM
+head runs on response positions only (a 256-token prompt costs no vocabulary projection), fused
+with the log-prob and entropy in chunks (rl/response_head.py: the [B, R, V] logits never exist at
+once), and the value at a token is the value of the state it is generated from (as verl's critic).
 
 The wrapper is the FSDP root: its `forward` is the one entry point, so FSDP2's hooks see every
 use of the embeddings, final norm and heads.
@@ -27,8 +30,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from model.sampler import token_logprobs
-from rl.losses import entropy_from_logits
+from rl.response_head import response_logprobs
 
 
 class ResponseOutputs(NamedTuple):
@@ -50,18 +52,19 @@ class ResponseModel(nn.Module):
             nn.init.zeros_(self.value_head.bias)
             self.value_head.to(dtype=lm.dtype, device=lm.device)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+    def forward(self, input_ids: torch.Tensor, response_start: torch.Tensor, response_len: int,
                 temperature: float = 1.0, entropy: bool = False) -> ResponseOutputs:
-        hidden = self.lm.forward_hidden(input_ids, attention_mask)       # [B, T, C]
-        h = hidden[:, prompt_len - 1:-1]                                  # [B, R, C]
+        hidden = self.lm.forward_hidden(input_ids)                        # [B, T, C], causal only
+        B, T, C = hidden.shape
+        # state index of each response token's prediction; past a row's end it points at padding
+        # (clamped into the row), whose outputs the response mask drops
+        state = (response_start[:, None] - 1 + torch.arange(response_len, device=input_ids.device)
+                 ).clamp(max=T - 2)                                       # [B, R]
+        h = hidden.gather(1, state[..., None].expand(B, response_len, C))    # [B, R, C]
+        tokens = input_ids.gather(1, state + 1)                           # [B, R]
         logprobs = ent = values = None
         if self.policy:
-            logits = self.lm.logits(h)                                    # [B, R, V] fp32
-            if temperature != 1.0:
-                logits = logits / temperature
-            logprobs = token_logprobs(logits, input_ids[:, prompt_len:], 1.0)    # temperature applied above
-            if entropy:
-                ent = entropy_from_logits(logits)
+            logprobs, ent = response_logprobs(h, self.lm.head_weight, tokens, temperature, entropy)   # [B, R]
         if self.value_head is not None:
             # sum over the size-1 dim rather than squeeze: FSDP2 warns on returned views
             values = self.value_head(h).float().sum(-1)                   # [B, R]
@@ -93,4 +96,20 @@ def enable_gradient_checkpointing(lm: nn.Module) -> None:
             if torch.is_grad_enabled():
                 return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
             return _inner(*args, **kwargs)
+        block.forward = types.MethodType(forward, block)
+
+
+def compile_blocks(lm: nn.Module) -> None:
+    """torch.compile each block's forward in place (state-dict keys are unchanged). Apply it after
+    `enable_gradient_checkpointing` (the checkpointed forward is what gets compiled) and before
+    FSDP2 sharding, so FSDP's hooks run outside the compiled code, per block. Forwards with a KV
+    cache (generation: the shapes change every step) run eagerly."""
+    for block in lm.layers:
+        eager = block.forward
+        compiled = torch.compile(eager)
+
+        def forward(self, x, cos, sin, mask, ops, cache, layer, start, _eager=eager,
+                    _compiled=compiled):
+            run = _eager if cache is not None else _compiled
+            return run(x, cos, sin, mask, ops, cache, layer, start)
         block.forward = types.MethodType(forward, block)

@@ -87,32 +87,32 @@ def generate_rollouts(lm: torch.nn.Module, work: list[tuple[int, int, list[int],
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor        # [m, P + R] left-padded prompt | right-padded response
-    attention_mask: torch.Tensor   # [m, P + R]
+    input_ids: torch.Tensor        # [m, T] prompt | response | padding: every row starts at column 0
+    response_start: torch.Tensor   # [m] long: the column of each row's first response token
     response_mask: torch.Tensor    # [m, R] float, 1 on response tokens
-    prompt_len: int                # P
     fields: dict[str, torch.Tensor]  # each [m, R] (0 on padding)
 
 
 def collate(samples: list[Sample], fields: tuple[str, ...], pad_token_id: int,
             device: torch.device) -> Batch:
+    """Rows packed to the left, padding only at the end: under causal attention a real token never
+    sees a pad, so the trainer's forward needs no attention mask (flash attention) and positions are
+    0, 1, 2, ... as in the sampler's prefill of an unpadded prompt. Response-aligned tensors [m, R]
+    (logprobs, advantages, ...) start at each row's `response_start`."""
     m = len(samples)
-    P = max(len(s.prompt_ids) for s in samples)
+    T = max(len(s.prompt_ids) + len(s.response_ids) for s in samples)
     R = max(len(s.response_ids) for s in samples)
-    ids = torch.full((m, P + R), pad_token_id, dtype=torch.long)
-    attn = torch.zeros((m, P + R), dtype=torch.long)
+    ids = torch.full((m, T), pad_token_id, dtype=torch.long)
+    start = torch.tensor([len(s.prompt_ids) for s in samples], dtype=torch.long)
     resp = torch.zeros((m, R), dtype=torch.float32)
     out = {f: torch.zeros((m, R), dtype=torch.float32) for f in fields}
     for i, s in enumerate(samples):
         p, r = len(s.prompt_ids), len(s.response_ids)
-        ids[i, P - p:P] = torch.tensor(s.prompt_ids)
-        ids[i, P:P + r] = torch.tensor(s.response_ids)
-        attn[i, P - p:P + r] = 1
+        ids[i, :p + r] = torch.tensor(s.prompt_ids + s.response_ids)
         resp[i, :r] = 1
         for f in fields:
             out[f][i, :r] = getattr(s, f)
-    return Batch(ids.to(device), attn.to(device), resp.to(device), P,
-                 {f: t.to(device) for f, t in out.items()})
+    return Batch(ids.to(device), start.to(device), resp.to(device), {f: t.to(device) for f, t in out.items()})
 
 
 def render_prompt(prompt: Prompt, chat_template: str | None) -> str:

@@ -24,7 +24,8 @@ One RL step:
 
 Precision: fp32 master weights. `precision="bf16"` (the default on CUDA) runs forward/backward
 under bf16 autocast and generates with a bf16 copy of the policy. The reference model is frozen
-(never in an optimiser, no grads) and sharded like the policy.
+(never in an optimiser, no grads) and sharded like the policy. `compile_blocks` runs every
+transformer block through torch.compile (inside gradient checkpointing, under FSDP2's hooks).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ from rl.distributed import (DistInfo, all_gather_objects, all_reduce_max, all_re
                             init_distributed, load_full_state, shard)
 from rl.interfaces import Task, TokenizerLike
 from rl.losses import aggregate, kl_estimate, policy_loss, value_loss
-from rl.models import (ResponseModel, critic_copy, enable_gradient_checkpointing, frozen_copy)
+from rl.models import (ResponseModel, compile_blocks, critic_copy, enable_gradient_checkpointing,
+                       frozen_copy)
 from rl.optim import build_optimizer, build_scheduler
 from rl.reward_pool import RewardPool
 from rl.rollout import Sample, collate, generate_rollouts, render_prompt
@@ -108,6 +110,8 @@ class Trainer:
                 enable_gradient_checkpointing(model.lm)
         for model in (self.actor, self.critic, self.reference):
             if model is not None:
+                if cfg.compile_blocks:        # after checkpointing, before sharding: per block
+                    compile_blocks(model.lm)
                 shard(model, self.dist, list(model.lm.layers))
         optimizer_steps = cfg.total_steps * cfg.epochs_per_step * cfg.num_mini_batches
         if self.actor.value_head is not None:
@@ -169,12 +173,12 @@ class Trainer:
             b = collate(mb, ("sampler_logprobs",), self.tokenizer.pad_token_id, dev)
             mask = b.response_mask
             with self._autocast():
-                out = self.actor(b.input_ids, b.attention_mask, b.prompt_len,
+                out = self.actor(b.input_ids, b.response_start, mask.shape[1],
                                  cfg.sampling.temperature, entropy=True)
-                ref = (self.reference(b.input_ids, b.attention_mask, b.prompt_len,
+                ref = (self.reference(b.input_ids, b.response_start, mask.shape[1],
                                       cfg.sampling.temperature).logprobs
                        if self.reference is not None else None)
-                values = (self.critic(b.input_ids, b.attention_mask, b.prompt_len).values
+                values = (self.critic(b.input_ids, b.response_start, mask.shape[1]).values
                           if self.critic is not None else out.values)
             diff = (out.logprobs - b.fields["sampler_logprobs"]).abs() * mask
             max_diff = torch.maximum(max_diff, diff.max())
@@ -248,7 +252,7 @@ class Trainer:
                     mask, f = b.response_mask, b.fields
                     local_tok = mask.sum()
                     with self._autocast():
-                        out = self.actor(b.input_ids, b.attention_mask, b.prompt_len,
+                        out = self.actor(b.input_ids, b.response_start, mask.shape[1],
                                          cfg.sampling.temperature, entropy=cfg.entropy_coef > 0)
                     pl = policy_loss(out.logprobs, f["old_logprobs"], f["advantages"], mask,
                                      cfg.clip_low, cfg.clip_high, cfg.loss_aggregation, denom)
@@ -273,7 +277,7 @@ class Trainer:
                     (loss * W).backward()
                     if self.critic is not None:
                         with self._autocast():
-                            values = self.critic(b.input_ids, b.attention_mask, b.prompt_len).values
+                            values = self.critic(b.input_ids, b.response_start, mask.shape[1]).values
                         vl = value_loss(values, f["values"], f["returns"], mask, cfg.value_clip,
                                         cfg.loss_aggregation, denom)
                         (vl.loss * W).backward()

@@ -26,6 +26,8 @@ def test_config_dict_round_trip_and_errors():
     cfg = paper_ppo(total_steps=7)
     d = json.loads(json.dumps(cfg.to_dict()))          # what config.json holds
     assert RLConfig.from_dict(d) == cfg
+    assert RLConfig.from_dict({"compile_blocks": True}).compile_blocks is True
+    assert RLConfig().compile_blocks is False
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr'\] in \[rl\]"):
         RLConfig.from_dict({"lr": 1e-6})
     with pytest.raises(ValueError, match=r"in \[rl.actor_optim\]"):

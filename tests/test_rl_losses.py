@@ -1,13 +1,11 @@
 """rl.losses against hand-computed values: clipping on both sides, aggregation, KL k1/k3
-(and their unbiasedness against the exact KL), entropy, value clipping."""
+(and their unbiasedness against the exact KL), value clipping."""
 import math
 
 import pytest
 import torch
 
-from model.sampler import token_logprobs
-from rl.losses import (aggregate, entropy_from_logits, kl_estimate,
-                       masked_mean, policy_loss, value_loss)
+from rl.losses import aggregate, kl_estimate, masked_mean, policy_loss, value_loss
 
 RATIOS = torch.tensor([[1.5, 0.5, 1.1, 0.7]])
 ADV = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
@@ -78,18 +76,6 @@ def test_kl_estimators_are_unbiased_for_the_exact_kl():
     for est in ("k1", "k3"):
         mc = kl_estimate(p.log()[x], q.log()[x], est).mean().item()
         assert mc == pytest.approx(exact, abs=5e-3), est
-
-
-def test_logprobs_and_entropy_from_logits():
-    logits = torch.tensor([[[0.0, 0.0, math.log(2.0)]]])          # probs 0.25, 0.25, 0.5
-    torch.testing.assert_close(token_logprobs(logits, torch.tensor([[2]]), 1.0),
-                               torch.tensor([[math.log(0.5)]]))
-    h = -(2 * 0.25 * math.log(0.25) + 0.5 * math.log(0.5))
-    torch.testing.assert_close(entropy_from_logits(logits), torch.tensor([[h]]))
-    big = torch.randn(2, 5, 11, generator=torch.Generator().manual_seed(1))
-    labels = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(token_logprobs(big, labels, 1.0),
-                               torch.log_softmax(big, -1).gather(-1, labels[..., None])[..., 0])
 
 
 def test_value_loss_clipping_by_hand():

@@ -1,10 +1,11 @@
 """Rollouts from the project's sampler: the log-probs it reports equal the trainer's
-recomputation (fp32, 1e-5), and the collated layout is [left-padded prompt | right-padded
-response]."""
+recomputation (fp32, 1e-5); the collated layout is [prompt | response | padding], packed to the
+left, and its mask-free forward equals the left-padded masked one."""
 import dataclasses
 
 import torch
 
+from model.sampler import token_logprobs
 from model.transformer import Transformer
 from rl.config import SamplingConfig
 from rl.interfaces import Prompt
@@ -40,7 +41,8 @@ def test_sampler_logprobs_match_trainer_recompute_fp32():
         assert len(samples) == 15 and len({len(s.response_ids) for s in samples}) > 1  # ragged
         b = collate(samples, ("sampler_logprobs",), 0, torch.device("cpu"))
         with torch.no_grad():
-            out = ResponseModel(model)(b.input_ids, b.attention_mask, b.prompt_len, sampling.temperature)
+            out = ResponseModel(model)(b.input_ids, b.response_start, b.response_mask.shape[1],
+                                          sampling.temperature)
         mask = b.response_mask.bool()
         diff = (out.logprobs - b.fields["sampler_logprobs"]).abs()[mask]
         assert diff.max().item() < 1e-5, diff.max().item()
@@ -57,11 +59,31 @@ def test_collate_layout_and_seeded_chunks():
     b, _, _ = generate_rollouts(model, _work(4)[2:], chunk_prompts=2, **args)
     assert [s.response_ids for s in a[4:]] == [s.response_ids for s in b]
     batch = collate(a[:3], (), 0, torch.device("cpu"))
-    P = batch.prompt_len
+    T = batch.input_ids.shape[1]
     for i, s in enumerate(a[:3]):
         p, r = len(s.prompt_ids), len(s.response_ids)
-        assert batch.input_ids[i, P - p:P].tolist() == s.prompt_ids
-        assert batch.input_ids[i, P:P + r].tolist() == s.response_ids
-        tail = batch.input_ids.shape[1] - P - r
-        assert batch.attention_mask[i].tolist() == [0] * (P - p) + [1] * (p + r) + [0] * tail
+        assert batch.input_ids[i].tolist() == s.prompt_ids + s.response_ids + [0] * (T - p - r)
+        assert batch.response_start[i].item() == p
         assert batch.response_mask[i].sum().item() == r
+
+
+def test_packed_rows_equal_the_left_padded_masked_forward():
+    """collate packs rows to the left and the trainer runs them with no attention mask; the
+    log-probs equal those of the same sequences left-padded under the full padding mask."""
+    model = _model()
+    samples, _, _ = generate_rollouts(model, _work(), group_size=3, sampling=SamplingConfig(max_new_tokens=10),
+                                      chunk_prompts=5, pad_token_id=0, stop_token_ids=[1, 2], seed=0, step=1,
+                                      decode=str, pool=None)
+    assert len({len(s.prompt_ids) for s in samples}) > 1 and len({len(s.response_ids) for s in samples}) > 1
+    b = collate(samples, (), 0, torch.device("cpu"))
+    R = b.response_mask.shape[1]
+    with torch.no_grad():
+        packed = ResponseModel(model)(b.input_ids, b.response_start, R, 0.7)
+        P = max(len(s.prompt_ids) for s in samples)
+        for i, s in enumerate(samples):                               # left-padded, masked, one row
+            ids = torch.tensor([[0] * (P - len(s.prompt_ids)) + s.prompt_ids + s.response_ids])
+            mask = (torch.arange(ids.shape[1]) >= P - len(s.prompt_ids)).long()[None]
+            logits = model(ids, mask)[0, P - 1:-1] / 0.7
+            want = token_logprobs(logits, ids[0, P:], 1.0)
+            r = len(s.response_ids)
+            torch.testing.assert_close(packed.logprobs[i, :r], want, rtol=0, atol=2e-6)

@@ -1,0 +1,147 @@
+"""The LM head fused with the log-prob and entropy of the response tokens, in chunks: never the
+whole [N, V] logits at once, in forward or backward (as Liger-Kernel's fused linear
+cross-entropy, in plain PyTorch).
+
+    from rl.response_head import response_logprobs
+    out = response_logprobs(h, weight, tokens, temperature=0.7, entropy=True)
+    out.logprobs, out.entropy                     # [B, R] fp32 each (entropy None unless asked)
+
+h [B, R, C] are the hidden states that predict `tokens` [B, R] (any leading dims, N tokens in all);
+`weight` [V, C] is the LM head (the tied embedding, or lm_head). The outputs are fresh tensors,
+not views (FSDP2 warns on views returned from the root's forward).
+
+Numerics are the unfused path's: logits = F.linear(h, weight) in the compute dtype (autocast's
+when autocast is on, as F.linear would do; an fp32 master weight is cast per use), then .float(),
+/ temperature, log-prob = gather - logsumexp (model.sampler's token_logprobs), entropy =
+logsumexp - sum(p * z). Gradients come back in h's and weight's dtypes.
+
+Why: at Qwen2.5 shapes (V = 151936) one micro-batch of 8 x 512 response tokens has 2.5 GB of fp32
+logits, and the unfused path keeps several tensors that size alive for backward. Here autograd
+keeps h, weight, tokens and two floats per token (logsumexp, and sum(p * z) for the entropy).
+
+Forward runs over token chunks (the exact op sequence of the unfused path, per row). Backward runs
+over vocabulary chunks, recomputing each chunk's logits for all N tokens from the saved
+logsumexp, so every row of grad_weight is written once (one GEMM over all tokens, as the unfused
+backward) and only grad_h [N, C] accumulates:
+    dz = dlogp * (onehot - p) - dent * p * (z - sum(p * z)),   dlogits = dz / temperature.
+`chunk_bytes` bounds one chunk's fp32 logits (forward: rows x V, backward: N x columns); the
+working memory is a small multiple of it. Without grad (the trainer's no-grad log-prob passes)
+the forward runs alone and nothing is saved.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+
+
+class HeadOutputs(NamedTuple):
+    logprobs: torch.Tensor              # [...] fp32: log softmax(logits / T)[token]
+    entropy: torch.Tensor | None        # [...] fp32, or None when not asked for
+
+
+def response_logprobs(h: torch.Tensor, weight: torch.Tensor, tokens: torch.Tensor,
+                      temperature: float = 1.0, entropy: bool = False,
+                      chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> HeadOutputs:
+    """h [..., C], weight [V, C], tokens [...] long -> HeadOutputs ([...] fp32 each), in chunks."""
+    dtype = _compute_dtype(h, weight)
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        logp, ent = _FusedResponseHead.apply(h, weight, tokens, temperature, entropy,
+                                             chunk_bytes, dtype)
+    else:
+        logp, ent, _, _ = _forward(h, weight, tokens, temperature, entropy, chunk_bytes, dtype)
+    return HeadOutputs(logp, ent)
+
+
+def _compute_dtype(h: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype F.linear(h, weight) computes in: autocast's when on, else the tensors' own."""
+    device = h.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    if h.dtype != weight.dtype:
+        raise TypeError(f"hidden states are {h.dtype} but the head weight is {weight.dtype}; "
+                        "cast one of them or run under autocast")
+    return h.dtype
+
+
+def _forward(h, weight, tokens, temperature, entropy, chunk_bytes, dtype):
+    """-> logp, entropy or None (fp32, tokens' shape); logsumexp [N] and sum(p * z) [N] or None
+    (fp32, flat), which backward needs."""
+    V = weight.shape[0]
+    logp = torch.empty(tokens.shape, dtype=torch.float32, device=h.device)     # [...]
+    ent = torch.empty_like(logp) if entropy else None
+    logp_flat, ent_flat = logp.view(-1), (ent.view(-1) if entropy else None)   # [N] views to write
+    tokens = tokens.reshape(-1)                                          # [N]
+    N = tokens.shape[0]
+    rows = max(1, chunk_bytes // (4 * V))
+    lse = torch.empty(N, dtype=torch.float32, device=h.device)
+    pz = torch.empty_like(lse) if entropy else None
+    with torch.autocast(h.device.type, enabled=False):
+        hc, wc = h.reshape(N, -1).to(dtype), weight.to(dtype)           # [N, C], [V, C]
+        for r0 in range(0, N, rows):
+            r = slice(r0, r0 + rows)
+            z = F.linear(hc[r], wc).float()                              # [n, V] fp32
+            if temperature != 1.0:
+                z.div_(temperature)
+            lse[r] = torch.logsumexp(z, dim=-1)
+            logp_flat[r] = z.gather(-1, tokens[r, None]).squeeze(-1) - lse[r]
+            if entropy:
+                p = torch.exp(z - lse[r, None])                          # [n, V]
+                pz[r] = p.mul_(z).sum(dim=-1)
+                ent_flat[r] = lse[r] - pz[r]
+    return logp, ent, lse, pz
+
+
+class _FusedResponseHead(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, tokens, temperature, entropy, chunk_bytes, dtype):
+        logp, ent, lse, pz = _forward(h, weight, tokens, temperature, entropy, chunk_bytes, dtype)
+        ctx.save_for_backward(h, weight, tokens, lse, pz)
+        ctx.temperature, ctx.chunk_bytes, ctx.dtype = temperature, chunk_bytes, dtype
+        ctx.set_materialize_grads(False)          # an unused output's gradient stays None
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, dlogp, dent):
+        h, weight, tokens, lse, pz = ctx.saved_tensors
+        T, dtype = ctx.temperature, ctx.dtype
+        tokens = tokens.reshape(-1)                                      # [N]
+        N, V, C = tokens.shape[0], weight.shape[0], weight.shape[1]
+        dlogp = dlogp.reshape(N) if dlogp is not None else None
+        dent = dent.reshape(N) if dent is not None else None
+        cols = max(1, ctx.chunk_bytes // (4 * N))
+        need_h, need_w = ctx.needs_input_grad[:2]
+        grad_h = torch.zeros(N, C, dtype=torch.float32, device=h.device) if need_h else None
+        grad_w = torch.empty_like(weight) if need_w else None
+        with torch.autocast(h.device.type, enabled=False):
+            hc = h.reshape(N, C).to(dtype)                               # [N, C]
+            for v0 in range(0, V, cols):
+                v1 = min(v0 + cols, V)
+                wc = weight[v0:v1].to(dtype)                             # [v, C]
+                z = F.linear(hc, wc).float()                             # [N, v] fp32
+                if T != 1.0:
+                    z.div_(T)
+                p = (z - lse[:, None]).exp_()                            # [N, v]
+                if dent is not None:                                     # -dent * p * (z - sum pz)
+                    dz = z.sub_(pz[:, None]).mul_(p).mul_(dent[:, None]).neg_()
+                    if dlogp is not None:
+                        dz.addcmul_(p, dlogp[:, None], value=-1.0)
+                else:
+                    dz = p.mul_(dlogp[:, None]).neg_()
+                if dlogp is not None:                                    # + dlogp * onehot
+                    inside = (tokens >= v0) & (tokens < v1)              # [N], no host sync
+                    col = (tokens - v0).clamp(0, v1 - v0 - 1)
+                    dz.scatter_add_(1, col[:, None], (dlogp * inside)[:, None])
+                if T != 1.0:
+                    dz.div_(T)
+                dl = dz.to(dtype)                                        # [N, v]
+                if need_h:
+                    grad_h += dl @ wc                                    # [N, C]
+                if need_w:
+                    grad_w[v0:v1] = dl.t() @ hc                          # [v, C]
+        if need_h:
+            grad_h = grad_h.to(h.dtype).view(h.shape)                    # [..., C]
+        return grad_h, grad_w, None, None, None, None, None
