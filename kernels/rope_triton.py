@@ -35,6 +35,19 @@ def _rotate_heads(x_ptr, out_ptr, stride_xh, stride_oh, H, c1, c2, s1, s2,
 
 
 @triton.jit
+def _cos_sin(cos_ptr, sin_ptr, pos, stride_cos, stride_sin, HALF, dt: tl.constexpr, BLOCK_HALF: tl.constexpr):
+    """Both halves of cos and sin at `pos` ([1, BLOCK_HALF] each), rounded to the activation dtype
+    `dt` as HF casts them, in fp32."""
+    d = tl.arange(0, BLOCK_HALF)[None, :]
+    dmask = d < HALF
+    c1 = tl.load(cos_ptr + pos * stride_cos + d, mask=dmask, other=0.0).to(dt).to(tl.float32)
+    c2 = tl.load(cos_ptr + pos * stride_cos + HALF + d, mask=dmask, other=0.0).to(dt).to(tl.float32)
+    s1 = tl.load(sin_ptr + pos * stride_sin + d, mask=dmask, other=0.0).to(dt).to(tl.float32)
+    s2 = tl.load(sin_ptr + pos * stride_sin + HALF + d, mask=dmask, other=0.0).to(dt).to(tl.float32)
+    return c1, c2, s1, s2
+
+
+@triton.jit
 def _rope_kernel(q_ptr, k_ptr, cos_ptr, sin_ptr, pos_ptr, q_out_ptr, k_out_ptr,
                  T, H_Q, H_KV, HALF,
                  stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh,
@@ -44,13 +57,8 @@ def _rope_kernel(q_ptr, k_ptr, cos_ptr, sin_ptr, pos_ptr, q_out_ptr, k_out_ptr,
     b = token // T
     t = token % T
     pos = tl.load(pos_ptr + b * stride_pb + t * stride_pt).to(tl.int64)
-    d = tl.arange(0, BLOCK_HALF)[None, :]
-    dmask = d < HALF
-    dt = q_ptr.dtype.element_ty                      # HF casts cos/sin to the activation dtype
-    c1 = tl.load(cos_ptr + pos * stride_cos + d, mask=dmask, other=0.0).to(dt).to(tl.float32)
-    c2 = tl.load(cos_ptr + pos * stride_cos + HALF + d, mask=dmask, other=0.0).to(dt).to(tl.float32)
-    s1 = tl.load(sin_ptr + pos * stride_sin + d, mask=dmask, other=0.0).to(dt).to(tl.float32)
-    s2 = tl.load(sin_ptr + pos * stride_sin + HALF + d, mask=dmask, other=0.0).to(dt).to(tl.float32)
+    c1, c2, s1, s2 = _cos_sin(cos_ptr, sin_ptr, pos, stride_cos, stride_sin, HALF, q_ptr.dtype.element_ty,
+                              BLOCK_HALF)
     _rotate_heads(q_ptr + b * stride_qb + t * stride_qt, q_out_ptr + token * H_Q * 2 * HALF,
                   stride_qh, 2 * HALF, H_Q, c1, c2, s1, s2, HALF, BLOCK_H, BLOCK_HALF)
     _rotate_heads(k_ptr + b * stride_kb + t * stride_kt, k_out_ptr + token * H_KV * 2 * HALF,

@@ -40,6 +40,7 @@ import tokenizers
 from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 
+from model.cache_dir import cache_root
 from model.chat_template import template_name_for
 
 # Bump when a builder changes what it writes, so stale cached tokenizer.json files are not reused.
@@ -82,8 +83,7 @@ GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4
 
 
 def _default_cache_dir() -> Path:
-    root = os.environ.get("DEEPRETRIEVAL_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "deepretrieval") / "tokenizers"
+    return cache_root() / "tokenizers"
 
 
 def _byte_alphabet() -> dict[int, str]:

@@ -37,11 +37,8 @@ def check_doc_ids(doc_ids, count: int) -> None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_index(path: str | Path, kind: str, meta: dict, arrays: dict[str, np.ndarray]) -> Path:

@@ -15,15 +15,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from model.cache_dir import cache_root
 
 PACKAGED = Path(__file__).resolve().parent / "data" / "scifact"
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("DEEPRETRIEVAL_CACHE") or Path.home() / ".cache" / "deepretrieval"
-    return Path(root) / "scifact-demo"
+    return cache_root() / "scifact-demo"
 
 
 def _sha256(path: Path) -> str | None:
