@@ -1,16 +1,22 @@
-"""Dense retrieval benchmark: exact top-k search vs faiss IndexFlatIP, encoder docs/s vs
-sentence-transformers.
+"""Dense retrieval benchmark: exact top-k search vs faiss IndexFlatIP, IVF search vs faiss
+IndexIVFFlat, encoder docs/s vs sentence-transformers.
 
-    python -m bench.dense                                  # CPU: search at 1 and 2 threads, encoder
+    python -m bench.dense                                  # CPU: search and IVF at 1 and 2 threads, encoder
     python -m bench.dense --device cuda                    # GPU: our index (fp32, fp16) and encoder
-    python -m bench.dense --skip-encoder --docs 5183,100000 --k 10,1000
+    python -m bench.dense --skip-encoder --skip-ivf --docs 5183,100000 --k 10,1000
+    python -m bench.dense --skip-encoder --skip-search --ivf-nlist 1024 --ivf-nprobe 8,32
 
 Search: 1,109 queries (SciFact's count) against random unit vectors of MiniLM's width (384) —
 exact search costs the same whatever the vectors hold — for each corpus size, k and thread count;
 faiss-cpu's IndexFlatIP is the reference (skipped with a note where faiss is not installed, as on
-the GPU machine). Encoder: the first --encode-docs SciFact abstracts (title + text, up to 256
-tokens) with all-MiniLM-L6-v2 (or --model), ours vs sentence-transformers on the same device,
-batch 64 (fp16 too on a GPU).
+the GPU machine). IVF (CPU): --ivf-docs unit vectors and 1,109 queries drawn around
+--ivf-clusters random centres (an IVF needs a corpus with clusters), ours and IndexIVFFlat each
+trained with its own k-means for the same nlist and searched with the same nprobe; queries/s and
+recall@k against the exact top k. Encoder: the first --encode-docs SciFact abstracts (title +
+text, up to 256 tokens) with all-MiniLM-L6-v2 (or --model), ours vs sentence-transformers on the
+same device, batch 64 (fp16 too on a GPU).
+Threads: n threads means n for faiss (OpenMP and its BLAS) and torch, and for our CPU indexes n
+query chunks searched at once, each with single-threaded numpy BLAS (set here with threadpoolctl).
 Cases run interleaved, best of --repeats, so both sides see the same load on a shared machine;
 single-threaded CPU cases are timed in process CPU time, the others in wall time.
 Appends one JSON line per case to bench/results/dense.jsonl.
@@ -28,6 +34,7 @@ from bench.results_log import append_result
 from retrieval.beir import load_corpus
 from retrieval.bert_encoder import load_encoder, resolve
 from retrieval.dense_index import ExactIndex
+from retrieval.ivf_index import IVFIndex
 
 DEFAULT_BEIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
@@ -60,14 +67,19 @@ def optional_import(name: str):
 
 
 def set_threads(n: int) -> None:
-    """n threads for torch and for every BLAS / OpenMP pool loaded (numpy's OpenBLAS included)."""
+    """n threads for torch and every BLAS / OpenMP pool loaded (faiss's), but 1 for numpy's BLAS:
+    our CPU indexes run n query chunks at once, each calling BLAS in its own thread."""
     torch.set_num_threads(n)
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:
         print("note: threadpoolctl missing; numpy's BLAS keeps its default thread count")
         return
-    threadpool_limits(limits=n)
+    controller = ThreadpoolController()
+    controller.limit(limits=n)
+    for lib in controller.lib_controllers:
+        if lib.user_api == "blas" and "numpy" in lib.filepath:     # numpy.libs/ (Linux), numpy/.dylibs/
+            lib.set_num_threads(1)
 
 
 def bench_search(args, faiss) -> None:
@@ -91,6 +103,8 @@ def bench_search(args, faiss) -> None:
             set_threads(threads)
             if faiss is not None:
                 faiss.omp_set_num_threads(threads)
+            for ix in ours.values():
+                ix.threads = threads
             for k in args.k:
                 cases = {name: (lambda ix=ix: ix.search_embeddings(queries, k)) for name, ix in ours.items()}
                 if ref is not None:
@@ -104,6 +118,69 @@ def bench_search(args, faiss) -> None:
                     record["speedup"] = round(qps["ours_fp32"] / qps["faiss"], 3)
                 print(f"search docs={n_docs} k={k} threads={threads} ({timing} time): " +
                       "  ".join(f"{name} {v:,.0f} q/s" for name, v in qps.items()) +
+                      (f"  speedup {record['speedup']:.2f}x" if "speedup" in record else ""))
+                append_result("dense", record)
+
+
+def clustered_unit_vectors(n: int, centres: np.ndarray, spread: float, rng) -> np.ndarray:
+    """n unit vectors [n, D]: each a random one of `centres` [C, D] plus Gaussian noise of norm
+    about `spread`, normalised."""
+    dim = centres.shape[1]
+    noise = rng.standard_normal((n, dim), dtype=np.float32) * (spread / np.sqrt(dim))   # [n, D]
+    x = centres[rng.integers(0, len(centres), n)] + noise
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def recall(rows: np.ndarray, exact_rows: np.ndarray) -> float:
+    """Mean share of each query's exact top k [Q, k] found among its rows [Q, k]."""
+    k = exact_rows.shape[1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(rows.tolist(), exact_rows.tolist())]))
+
+
+def bench_ivf(args, faiss) -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((args.ivf_clusters, 384)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    docs = clustered_unit_vectors(args.ivf_docs, centres, args.ivf_spread, rng)
+    queries = clustered_unit_vectors(1109, centres, args.ivf_spread, rng)
+    ids = list(range(len(docs)))
+    set_threads(max(args.threads))
+    _, exact = ExactIndex(docs, ids, threads=max(args.threads)).search_embeddings(queries, max(args.ivf_k))
+    exact = exact.numpy()
+    t = time.perf_counter()
+    ours = IVFIndex.build(docs, ids, args.ivf_nlist)
+    build = {"ours_build_s": round(time.perf_counter() - t, 2)}
+    ref = None
+    if faiss is not None:
+        t = time.perf_counter()
+        ref = faiss.IndexIVFFlat(faiss.IndexFlatIP(384), 384, args.ivf_nlist, faiss.METRIC_INNER_PRODUCT)
+        ref.train(docs)
+        ref.add(docs)
+        build["faiss_build_s"] = round(time.perf_counter() - t, 2)
+    for threads in args.threads:
+        set_threads(threads)
+        if faiss is not None:
+            faiss.omp_set_num_threads(threads)
+        for nprobe in args.ivf_nprobe:
+            if ref is not None:
+                ref.nprobe = nprobe
+            for k in args.ivf_k:
+                cases = {"ours": lambda: ours.search_embeddings(queries, k, nprobe, threads)[1].numpy()}
+                if ref is not None:
+                    cases["faiss"] = lambda: ref.search(queries, k)[1]
+                timing, clock = clock_for(threads, False)
+                qps = {name: len(queries) / t for name, t in interleaved(args.repeats, cases, clock=clock).items()}
+                found = {name: recall(fn(), exact[:, :k]) for name, fn in cases.items()}
+                record = {"case": "ivf", "docs": len(docs), "queries": len(queries), "dim": 384,
+                          "clusters": args.ivf_clusters, "spread": args.ivf_spread, "nlist": args.ivf_nlist,
+                          "nprobe": nprobe, "k": k, "threads": threads, "timing": timing, "device_used": "cpu",
+                          **{f"{name}_qps": round(v, 1) for name, v in qps.items()},
+                          **{f"{name}_recall": round(v, 4) for name, v in found.items()}, **build}
+                if "faiss" in qps:
+                    record["speedup"] = round(qps["ours"] / qps["faiss"], 3)
+                print(f"ivf docs={len(docs)} nlist={args.ivf_nlist} nprobe={nprobe} k={k} threads={threads} "
+                      f"({timing} time): " + "  ".join(f"{n} {qps[n]:,.0f} q/s recall@{k} {found[n]:.4f}"
+                                                       for n in qps) +
                       (f"  speedup {record['speedup']:.2f}x" if "speedup" in record else ""))
                 append_result("dense", record)
 
@@ -143,16 +220,27 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="CPU thread counts for search")
     parser.add_argument("--encode-docs", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ivf-docs", type=int, default=100_000, help="IVF corpus size")
+    parser.add_argument("--ivf-clusters", type=int, default=1000, help="centres the IVF corpus is drawn around")
+    parser.add_argument("--ivf-spread", type=float, default=1.0, help="noise norm around a centre (unit centres)")
+    parser.add_argument("--ivf-nlist", type=int, default=1024)
+    parser.add_argument("--ivf-nprobe", default="8,32")
+    parser.add_argument("--ivf-k", default="10,100")
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--skip-ivf", action="store_true")
     parser.add_argument("--skip-encoder", action="store_true")
     args = parser.parse_args()
     args.docs = [int(x) for x in args.docs.split(",")]
     args.k = [int(x) for x in args.k.split(",")]
     args.threads = [int(x) for x in args.threads.split(",")]
+    args.ivf_nprobe = [int(x) for x in args.ivf_nprobe.split(",")]
+    args.ivf_k = [int(x) for x in args.ivf_k.split(",")]
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
     if not args.skip_search:
         bench_search(args, optional_import("faiss"))
+    if not args.skip_ivf and not args.device.startswith("cuda"):
+        bench_ivf(args, optional_import("faiss"))
     if not args.skip_encoder:
         bench_encoder(args, optional_import("sentence_transformers"))
 

@@ -1,5 +1,6 @@
 """Dense retrieval: our BERT encoder equals sentence-transformers (all-MiniLM-L6-v2), the exact
-index equals faiss IndexFlatIP, checkpoint loading checks every key and shape, save/load."""
+index equals faiss IndexFlatIP (1 and 2 threads, lower-bound and sampled thresholds, the fallback
+when a sampled threshold is too high), checkpoint loading checks every key and shape, save/load."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from retrieval import exact_topk
 from retrieval.beir import load_beir
 from retrieval.bert_encoder import builtin_model_dir, load_bert, load_encoder
 from retrieval.dense_index import DenseRetriever, ExactIndex
@@ -79,20 +81,60 @@ def _random_unit(n, d, seed):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("k, block_size", [(10, 3000), (1000, 3000), (2500, 1000)])   # last: k > block
-def test_exact_index_equals_faiss_flat_ip(k, block_size):
+def differences_outside_ties(rows: np.ndarray, ref_rows: np.ndarray, ref_scores: np.ndarray,
+                             atol: float = 1e-6) -> int:
+    """Places where rows [Q, k] differ from ref_rows at a score no neighbour in ref_scores [Q, m]
+    (best first, m > k shows a tie at the cut) is within atol of: ties may come in any order."""
+    k = rows.shape[1]
+    near = np.abs(np.diff(ref_scores, axis=1)) <= atol                     # [Q, m - 1]: j ties j + 1
+    tied = np.zeros(ref_scores.shape, dtype=bool)
+    tied[:, :-1] |= near
+    tied[:, 1:] |= near
+    return int(((rows != ref_rows[:, :k]) & ~tied[:, :k]).sum())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+# k=10: a first-block lower bound; 1000 and 2500: a sampled threshold; 300: a lower bound that
+# starts at -inf (the first block holds fewer than k); 2500 and 300: k > block.
+@pytest.mark.parametrize("k, block_size", [(10, 3000), (1000, 3000), (2500, 1000), (300, 200)])
+def test_exact_index_equals_faiss_flat_ip(k, block_size, threads):
     faiss = pytest.importorskip("faiss")          # absent on the GPU machine; always here (CI)
     docs, queries = _random_unit(20_000, 384, 0), _random_unit(200, 384, 1)
     ref = faiss.IndexFlatIP(384)
     ref.add(docs)
     ref_scores, ref_rows = ref.search(queries, k + 1)    # the (k+1)-th shows a tie at the cut
-    index = ExactIndex(docs, [str(i) for i in range(len(docs))], block_size=block_size, query_block=64)   # 4 query blocks
+    index = ExactIndex(docs, [str(i) for i in range(len(docs))], block_size=block_size, query_block=128,
+                       threads=threads)                 # 2 query blocks, the second of 72: one chunk
     scores, rows = index.search_embeddings(queries, k)
     np.testing.assert_allclose(scores.numpy(), ref_scores[:, :k], atol=1e-5)
-    tied = np.isclose(ref_scores[:, :k, None], ref_scores[:, None, :], atol=1e-6).sum(-1) > 1
-    diffs = int(((rows.numpy() != ref_rows[:, :k]) & ~tied).sum())
-    print(f"\nk={k}: {queries.shape[0]} queries, {diffs} id differences outside ties")
+    diffs = differences_outside_ties(rows.numpy(), ref_rows, ref_scores)
+    print(f"\nk={k} threads={threads}: {queries.shape[0]} queries, {diffs} id differences outside ties")
     assert diffs == 0
+
+
+def test_sampled_threshold_too_high_falls_back_to_exact(monkeypatch):
+    # For a large k the threshold is a guess from a strided sample of the corpus; here every
+    # sampled document is close to query 0, so its guess lets fewer than k documents through
+    # for that query (and a few near it), searched again (sample=False) and still exact.
+    faiss = pytest.importorskip("faiss")
+    n, k = 20_000, 1000
+    docs, queries = _random_unit(n, 64, 4), _random_unit(100, 64, 5)
+    stride = n // exact_topk._sample_size(n, k)
+    docs[::stride] = queries[0] + 0.05 * _random_unit(len(docs[::stride]), 64, 6)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    searched_again = []
+    search_chunk = exact_topk._search_chunk
+    monkeypatch.setattr(exact_topk, "_search_chunk", lambda q, *a, sample: (
+        searched_again.append(q) if not sample else None, search_chunk(q, *a, sample=sample))[1])
+    ref = faiss.IndexFlatIP(64)
+    ref.add(docs)
+    ref_scores, ref_rows = ref.search(queries, k + 1)
+    for threads in (1, 2):
+        scores, rows = exact_topk.top_k_inner_product(queries, docs, k, threads=threads)
+        np.testing.assert_allclose(scores, ref_scores[:, :k], atol=1e-5)
+        assert differences_outside_ties(rows, ref_rows, ref_scores) == 0
+    assert len(searched_again) == 2          # once per run: query 0 among a few
+    assert all(len(q) < 10 and (q == queries[0]).all(1).any() for q in searched_again)
 
 
 @pytest.mark.gpu
