@@ -132,7 +132,9 @@ def first_block_bound(s: np.ndarray, k: int) -> np.ndarray:
     groups = min(len(s), GROUPS_PER_K * k)
     size = min(len(s) // groups, GROUP_DOCS)
     maxima = s[:groups * size].reshape(groups, size, -1).max(1)                     # [groups, m]
-    return top_k_unordered(np.ascontiguousarray(maxima.T), k)[0].min(1)
+    # numpy's partition, not torch's topk: on rows this short (8k values) topk cost 0.9 ms per
+    # 1,109 queries against 0.25 ms, 2 % of a 5k-document search
+    return np.partition(maxima, groups - k, axis=0)[groups - k]                   # k-th largest
 
 
 def _sample_size(n: int, k: int) -> int:
