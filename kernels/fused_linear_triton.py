@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.fused_linear import check_fused_linear_args
+from kernels.fused_linear import MAX_ROWS, check_fused_linear_args
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _accumulate(acc, xv, w_ptr, cols, k, N, K, USE_DOT: tl.constexpr, DOT_FP32: 
 def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
                          B, K, N0, N1, N2, eps, stride_xb, stride_rb, stride_ob,
                          NUM_W: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr, OUT_FLOAT: tl.constexpr,
+                         HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr,
                          BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                          USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr):
     pid = tl.program_id(0)
@@ -147,14 +147,13 @@ def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=No
                         config: LinearConfig | None = None) -> torch.Tensor:
     check_fused_linear_args(x, weights, biases, norm_weight, residual, silu_mul)
     B, K = x.shape
-    if B > 16:
-        raise ValueError(f"fused_linear_triton: at most 16 rows, got {B} (use a matmul)")
+    if B > MAX_ROWS:
+        raise ValueError(f"fused_linear_triton: at most {MAX_ROWS} rows, got {B} (use a matmul)")
     if x.stride(1) != 1 or any(not w.is_contiguous() for w in weights):
         raise ValueError("fused_linear_triton: x needs unit stride along K and the weights must be contiguous")
     Ns = [w.shape[0] for w in weights]
     n_out = Ns[0] if silu_mul else sum(Ns)
-    cols_to_cover = Ns[0] if silu_mul else n_out
-    config = config or default_config(B, cols_to_cover, K)
+    config = config or default_config(B, n_out, K)
     if B > 1 and config.block_n < 16:
         raise ValueError(f"fused_linear_triton: block_n {config.block_n} < 16 with {B} rows (tl.dot needs 16)")
     out = torch.empty((B, n_out), dtype=torch.float32 if out_float else x.dtype, device=x.device)
@@ -170,7 +169,7 @@ def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=No
         B, K, Ns[0], Ns[1] if len(Ns) > 1 else 0, Ns[2] if len(Ns) > 2 else 0, eps,
         x.stride(0), res.stride(0), out.stride(0),
         NUM_W=len(weights), HAS_NORM=norm_weight is not None, HAS_BIAS=has_bias,
-        HAS_RES=residual is not None, SILU_MUL=silu_mul, OUT_FLOAT=out_float,
+        HAS_RES=residual is not None, SILU_MUL=silu_mul,
         BLOCK_B=1 if B == 1 else 16, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         USE_DOT=B > 1, DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
         num_warps=config.num_warps, num_stages=config.num_stages)
