@@ -3,6 +3,7 @@
     python -m bench.fast_generate                          # both shapes, every case (< 5 min on an H100)
     python -m bench.fast_generate --shapes qwen2.5-0.5b-shape --skip-compiled
     python -m bench.fast_generate --no-cuda-graphs         # our kernels without the CUDA graph
+    python -m bench.fast_generate --no-pdl                 # without programmatic dependent launch
 
 Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sides.
   latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours, of transformers `generate`
@@ -33,6 +34,7 @@ import torch
 
 from bench.generate import QWEN25_SHAPES, cuda_hf, cuda_pair, time_hf, time_ours
 from bench.results_log import append_result
+from kernels import use_pdl
 from model import fast_decode
 
 GiB = 2 ** 30
@@ -143,7 +145,8 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
         rec = {"model": name, "case": case_name, **case, "dtype": "bfloat16",
                "transformers": transformers.__version__, "torch": torch.__version__,
                "ours_tok_s": round(o["tok_s"], 1), "transformers_tok_s": round(h["tok_s"], 1),
-               "ratio": round(o["tok_s"] / h["tok_s"], 2), "ours_mem_gib": o["mem_gib"],
+               "ratio": round(o["tok_s"] / h["tok_s"], 2), "pdl": use_pdl(torch.device("cuda")),
+               "ours_mem_gib": o["mem_gib"],
                "transformers_mem_gib": h["mem_gib"], "weights_gib": round(weight_bytes / GiB, 3),
                **{k: o[k] for k in ("cuda_graphs", "first_call_s", "graph_error") if k in o}}
         if case_name == "latency":
@@ -191,11 +194,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls of ours (best kept)")
     parser.add_argument("--hf-repeats", type=int, default=1, help="timed calls of transformers (best kept)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="our kernels without graph capture")
+    parser.add_argument("--no-pdl", action="store_true",
+                        help="launch our kernels without programmatic dependent launch (sets DEEPRETRIEVAL_PDL=0)")
     parser.add_argument("--skip-compiled", action="store_true", help="skip transformers static cache + compile")
     parser.add_argument("--compiled-budget-s", type=float, default=100.0,
                         help="wall-clock budget of each compiled-transformers child (compile included)")
     parser.add_argument("--hf-compiled-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.no_pdl:
+        os.environ["DEEPRETRIEVAL_PDL"] = "0"
     if not torch.cuda.is_available():
         raise SystemExit("bench.fast_generate needs a CUDA GPU; none is available")
     if args.hf_compiled_child:
@@ -208,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.shapes:
         bench_shape(name, args, bandwidth, rows)
     print(f"\n{torch.cuda.get_device_name(0)}, HBM copy {bandwidth / 1e12:.2f} TB/s, "
+          f"PDL {'on' if use_pdl(torch.device('cuda')) else 'off'}, "
           f"total {time.perf_counter() - start:.0f} s\n")
     print(markdown(rows))
 

@@ -6,6 +6,8 @@
     python -m bench.grpo_step --tiny                   # CPU smoke run at toy shapes (not logged)
     python -m bench.grpo_step --micro-batch 16 --gradient-checkpointing --compile
     torchrun --nproc_per_node=2 -m bench.grpo_step     # FSDP2 over 2 GPUs, same global batch
+    python -m bench.grpo_step --steps 1 --compile --profile   # + top GPU kernels of prepare
+                                                       #   and update in one extra step
 
 Random weights (normal(0, 0.02)) with the real Qwen2.5-0.5B config: nothing depends on weight
 values except when generation stops, and random weights never emit a stop token, so every
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import time
 
 import torch
 
@@ -89,6 +92,37 @@ def random_model(cfg: ModelConfig, device: str) -> Transformer:
     return model.to(torch.bfloat16)      # "random bf16 weights"; the trainer keeps fp32 masters
 
 
+def profile_phases(trainer: Trainer, cuda: bool) -> dict:
+    """Wrap the trainer's prepare and update passes in torch.profiler (GPU kernels on CUDA, CPU
+    ops otherwise); returns the dict that fills with phase -> (wall seconds, profiler) as they run."""
+    from torch.profiler import ProfilerActivity, profile
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    phases: dict = {}
+    for name in ("_prepare", "_update"):
+        inner = getattr(trainer, name)
+
+        def run(*args, _inner=inner, _name=name[1:], **kwargs):
+            sync()
+            start = time.perf_counter()
+            with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+                out = _inner(*args, **kwargs)
+                sync()
+            phases[_name] = (time.perf_counter() - start, prof)
+            return out
+        setattr(trainer, name, run)
+    return phases
+
+
+def print_profile(phases: dict, cuda: bool) -> None:
+    for name, (seconds, prof) in phases.items():
+        table = prof.key_averages()
+        where = "GPU kernel" if cuda else "CPU op"
+        busy = sum(e.self_device_time_total if cuda else e.self_cpu_time_total for e in table) / 1e6
+        print(f"\n=== {name}: wall {seconds:.2f} s (profiled), {where} time {busy:.2f} s")
+        print(table.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                          row_limit=30, max_name_column_width=90))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="toy shapes on CPU (a smoke run)")
@@ -103,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every transformer block (RLConfig.compile_blocks)")
+    p.add_argument("--profile", action="store_true",
+                   help="after the measured steps, profile one more step's prepare and update (GPU kernels; "
+                        "CPU ops on CPU)")
     p.add_argument("--peak-tflops", type=float, default=989.0,
                    help="hardware peak for MFU (H100 SXM bf16 dense: 989)")
     a = p.parse_args(argv)
@@ -111,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         a.mini_batch_prompts, a.micro_batch, a.steps = 4, 8, 1
     device = "cpu" if a.tiny or not torch.cuda.is_available() else "cuda"
     mcfg = TINY if a.tiny else QWEN25_05B
-    cfg = RLConfig(algorithm="grpo", total_steps=a.steps + 1, prompts_per_step=a.prompts,
+    cfg = RLConfig(algorithm="grpo", total_steps=a.steps + 2, prompts_per_step=a.prompts,
                    group_size=a.group_size, mini_batch_prompts=a.mini_batch_prompts,
                    micro_batch_size=a.micro_batch,
                    sampling=SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0),
@@ -120,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                    gradient_checkpointing=a.gradient_checkpointing, compile_blocks=a.compile,
                    reward_workers=4,
                    checkpoint_every=10**9)
-    task = RandomPromptTask(a.prompts * (a.steps + 1), a.prompt_len, mcfg.vocab_size)
+    task = RandomPromptTask(a.prompts * (a.steps + 2), a.prompt_len, mcfg.vocab_size)
     model = random_model(mcfg, device)
     n_params = sum(p.numel() for p in model.parameters())
     trainer = Trainer(cfg, model, NumberTokenizer(), task, "/tmp/bench_grpo_step", device=device)
@@ -135,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
                                                        "time/prepare", "time/train", "time/step")))
         if i:
             rows.append(m)
+    if a.profile:                              # one more step, profiled, not in the numbers below
+        phases = profile_phases(trainer, device == "cuda")
+        trainer.train_step()
+        if trainer.dist.is_main:
+            print_profile(phases, device == "cuda")
     trainer.pool.close()
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
     seqs = a.prompts * a.group_size

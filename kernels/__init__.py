@@ -1,4 +1,4 @@
-"""Decode kernels: Triton on CUDA, plain PyTorch everywhere else.
+"""Decode and LM-head kernels: Triton on CUDA, plain PyTorch everywhere else.
 
 Every kernel comes as three functions with one signature:
 
@@ -13,6 +13,8 @@ Every kernel comes as three functions with one signature:
     fused_linear      decode GEMV (<= 16 rows): RMSNorm before, bias / SiLU-gate / residual after,
                       q, k, v (or gate, up) in one launch
     sample            greedy / temperature / top-k / top-p sampling with no host sync
+    logit_stats       log-sum-exp, target logit and entropy sum of LM-head logits, and their
+                      gradient, in one pass each (the RL loss's response head, rl/response_head.py)
 
 The Triton half lives in its own module for two reasons: triton is optional (a CPU install
 runs the references and never imports it), and `@triton.jit` decides at decoration time whether
@@ -24,7 +26,9 @@ when there is no GPU and then import `kernels.<name>_triton`:
     python -m pytest -q -m gpu tests/test_kernels_*.py         # CUDA: real shapes, bf16 and fp32
     python -m bench.kernels                                    # CUDA: speed vs references and HBM
 
-All launchers are free of host synchronisation and take only device tensors for anything that
+On Hopper and later the decode-step kernels are launched with programmatic dependent launch, so
+each one starts while the one before it finishes (kernels/pdl_triton.py; DEEPRETRIEVAL_PDL=0 turns
+it off). All launchers are free of host synchronisation and take only device tensors for anything that
 changes between decode steps, so a decode step that calls them can be captured in a CUDA graph
 (run each kernel once before capture so that Triton compiles outside it).
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 
 import torch
 
@@ -50,8 +55,20 @@ def use_triton(*tensors: torch.Tensor) -> bool:
 
 
 @functools.cache
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+def _device_properties(device_index: int):
+    return torch.cuda.get_device_properties(device_index)
+
+
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def use_pdl(device: torch.device) -> bool:
+    """Launch the decode-step kernels with programmatic dependent launch (kernels/pdl_triton.py):
+    on CUDA devices of compute capability 9.0 (Hopper) or later, unless DEEPRETRIEVAL_PDL=0."""
+    if device.type != "cuda" or os.environ.get("DEEPRETRIEVAL_PDL", "1") == "0":
+        return False
+    return _device_properties(_index(device)).major >= 9
 
 
 def parallel_programs(device: torch.device) -> int:
@@ -59,4 +76,4 @@ def parallel_programs(device: torch.device) -> int:
     to exercise the split-and-reduce paths while keeping interpreted grids small)."""
     if device.type != "cuda":
         return 4
-    return 2 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return 2 * _device_properties(_index(device)).multi_processor_count

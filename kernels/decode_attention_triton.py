@@ -26,7 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import parallel_programs
+from kernels import parallel_programs, use_pdl
+from kernels.pdl_triton import launch_options, wait_for_previous
 
 
 @triton.jit
@@ -34,7 +35,9 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_ptr,
                   stride_qb, stride_qh, stride_kb, stride_kh, stride_ks,
                   stride_vb, stride_vh, stride_vs, stride_ob, stride_oh, stride_os,
                   stride_lb, stride_lh, qk_scale_log2, G: tl.constexpr, D: tl.constexpr,
-                  BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr):
+                  BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                  USE_PDL: tl.constexpr):
+    wait_for_previous(USE_PDL)
     b = tl.program_id(0).to(tl.int64)
     h_kv = tl.program_id(1)
     split = tl.program_id(2)
@@ -84,7 +87,8 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_ptr,
 @triton.jit
 def _reduce_kernel(o_part_ptr, lse_ptr, out_ptr, stride_pb, stride_ph, stride_ps,
                    stride_lb, stride_lh, stride_ob, stride_oh,
-                   D: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr):
+                   D: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr):
+    wait_for_previous(USE_PDL)
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     sp = tl.arange(0, BLOCK_S)
@@ -128,6 +132,7 @@ def decode_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     if num_splits is None:
         num_splits = default_num_splits(B, H_kv, S_max, block_n, q.device)
     out = torch.empty((B, H_q, D), dtype=q.dtype, device=q.device)
+    pdl = use_pdl(q.device)
     if num_splits == 1:
         o_part, lse = out, out                            # the split kernel writes `out`; no lse
         stride_os, stride_lb, stride_lh = 0, 0, 0
@@ -141,10 +146,12 @@ def decode_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         o_part.stride(0), o_part.stride(1), stride_os, stride_lb, stride_lh,
         scale * math.log2(math.e), G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)),
-        BLOCK_N=block_n, NUM_SPLITS=num_splits, num_warps=4, num_stages=2)
+        BLOCK_N=block_n, NUM_SPLITS=num_splits, USE_PDL=pdl, num_warps=4, num_stages=2,
+        **launch_options(pdl))
     if num_splits > 1:
         _reduce_kernel[(B, H_q)](
             o_part, lse, out, o_part.stride(0), o_part.stride(1), o_part.stride(2),
             lse.stride(0), lse.stride(1), out.stride(0), out.stride(1),
-            D=D, NUM_SPLITS=num_splits, BLOCK_S=triton.next_power_of_2(num_splits), num_warps=4)
+            D=D, NUM_SPLITS=num_splits, BLOCK_S=triton.next_power_of_2(num_splits), USE_PDL=pdl, num_warps=4,
+            **launch_options(pdl))
     return out

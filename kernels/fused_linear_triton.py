@@ -7,6 +7,9 @@ kernel). Several weights (q, k, v) share one grid: the first programs take W0, t
 with silu_mul each program takes the same columns of the gate and the up weight. RMSNorm of x is
 recomputed by every program (x is a few KB, cached in L2); it costs nothing next to the weights.
 
+Launched with programmatic dependent launch on Hopper (kernels/pdl_triton.py), a program loads
+its first weight chunk while the kernel before it is still finishing.
+
 One row (batch-1 latency) multiplies in fp32 on the CUDA cores and reduces along K; more rows use
 `tl.dot` with the rows padded to 16 (tensor cores, fp32 accumulation), in fp32 under the CPU
 interpreter, whose bf16 dot is wrong.
@@ -20,7 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import use_pdl
 from kernels.fused_linear import MAX_ROWS, check_fused_linear_args
+from kernels.pdl_triton import launch_options, wait_for_previous
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,15 @@ def _x_chunk(x_ptr, nw_ptr, stride_xb, rows, k, B, K, rstd, HAS_NORM: tl.constex
 
 
 @triton.jit
-def _accumulate(acc, xv, w_ptr, cols, k, N, K, USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr):
-    """acc [BLOCK_B, BLOCK_N] += xv [BLOCK_B, BLOCK_K] @ W[cols, k].T"""
-    w = tl.load(w_ptr + cols[:, None].to(tl.int64) * K + k[None, :],
-                mask=(cols[:, None] < N) & (k[None, :] < K), other=0.0)   # [BLOCK_N, BLOCK_K]
+def _w_chunk(w_ptr, cols, k, N, K):
+    """W[cols, k]: [BLOCK_N, BLOCK_K] (zeros outside the matrix, so a chunk past K reads nothing)."""
+    return tl.load(w_ptr + cols[:, None].to(tl.int64) * K + k[None, :],
+                   mask=(cols[:, None] < N) & (k[None, :] < K), other=0.0)
+
+
+@triton.jit
+def _accumulate(acc, xv, w, USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr):
+    """acc [BLOCK_B, BLOCK_N] += xv [BLOCK_B, BLOCK_K] @ w.T (w [BLOCK_N, BLOCK_K])"""
     if USE_DOT:
         if DOT_FP32:
             acc += tl.dot(xv, tl.trans(w.to(tl.float32)), input_precision="ieee")
@@ -88,7 +98,7 @@ def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr
                          NUM_W: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
                          HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr,
                          BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                         USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr):
+                         USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr, USE_PDL: tl.constexpr):
     pid = tl.program_id(0)
     # which weight this program reads, its first column there, and where that lands in the output
     w_ptr = w0_ptr
@@ -114,6 +124,13 @@ def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr
     dt = x_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_B)
     cols = n_start + tl.arange(0, BLOCK_N)
+    # The first weight chunk is loaded before waiting for the previous kernel (x is its output):
+    # weights never change during a decode step. Each iteration then loads the next chunk before
+    # using this one.
+    k = tl.arange(0, BLOCK_K)
+    w = _w_chunk(w_ptr, cols, k, N, K)                                     # [BLOCK_N, BLOCK_K]
+    w_up = _w_chunk(w1_ptr, cols, k, N, K) if SILU_MUL else w
+    wait_for_previous(USE_PDL)
     rstd = tl.zeros([BLOCK_B], tl.float32)
     if HAS_NORM:
         rstd = _rms_inv(x_ptr, stride_xb, rows, B, K, eps, BLOCK_B, BLOCK_K)
@@ -122,9 +139,13 @@ def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr
     for k0 in range(0, K, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         xv = _x_chunk(x_ptr, nw_ptr, stride_xb, rows, k, B, K, rstd, HAS_NORM)
-        acc = _accumulate(acc, xv, w_ptr, cols, k, N, K, USE_DOT, DOT_FP32)
+        w_next = _w_chunk(w_ptr, cols, k + BLOCK_K, N, K)
+        acc = _accumulate(acc, xv, w, USE_DOT, DOT_FP32)
+        w = w_next
         if SILU_MUL:
-            acc_up = _accumulate(acc_up, xv, w1_ptr, cols, k, N, K, USE_DOT, DOT_FP32)
+            up_next = _w_chunk(w1_ptr, cols, k + BLOCK_K, N, K)
+            acc_up = _accumulate(acc_up, xv, w_up, USE_DOT, DOT_FP32)
+            w_up = up_next
     cmask = cols < N
     if HAS_BIAS:
         acc += tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
@@ -163,6 +184,7 @@ def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=No
         raise ValueError("fused_linear_triton: give a bias for every weight or for none")
     bs = list(biases) + [biases[0]] * (3 - len(biases)) if has_bias else ws
     res = residual if residual is not None else out
+    pdl = use_pdl(x.device)
     grid_n = triton.cdiv(Ns[0], config.block_n) if silu_mul else sum(triton.cdiv(n, config.block_n) for n in Ns)
     _fused_linear_kernel[(grid_n,)](
         x, norm_weight if norm_weight is not None else x, res, out, *ws, *bs,
@@ -172,5 +194,5 @@ def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=No
         HAS_RES=residual is not None, SILU_MUL=silu_mul,
         BLOCK_B=1 if B == 1 else 16, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         USE_DOT=B > 1, DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
-        num_warps=config.num_warps, num_stages=config.num_stages)
+        USE_PDL=pdl, num_warps=config.num_warps, num_stages=config.num_stages, **launch_options(pdl))
     return out

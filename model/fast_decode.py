@@ -32,7 +32,8 @@ as on the eager path.
 
 One decoder (buffers, cache, graph) is kept per model and reused by the next call with the same
 bucket, cache length, sampling parameters, pad id and weight storage; anything else builds a new
-one (a replaced weight tensor can never be read through a stale graph).
+one (a replaced weight tensor can never be read through a stale graph). On Hopper the step's
+kernels overlap through programmatic dependent launch (kernels/pdl_triton.py).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from typing import Callable
 
 import torch
 
+from kernels import use_pdl
 from kernels.decode_attention import decode_attention, kv_range_from_mask
 from kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS, fused_linear
 from kernels.rmsnorm import rmsnorm
@@ -80,7 +82,7 @@ def decoder_for(model: Transformer, rows: int, max_len: int, params, pad_token_i
     """The cached decoder for this call's shapes and settings, or a new one (`new_outputs()` gives
     its `model.sampler.StepOutputs`, which the graph writes into)."""
     max_len = -(-max_len // SEQ_ROUND) * SEQ_ROUND
-    key = (rows, max_len, params, pad_token_id, cuda_graphs, model.dtype,
+    key = (rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device), model.dtype,
            tuple(p.data_ptr() for p in model.parameters()))
     decoder = _DECODERS.get(model)
     if decoder is None or decoder.key != key:

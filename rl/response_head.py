@@ -13,7 +13,9 @@ not views (FSDP2 warns on views returned from the root's forward).
 Numerics are the unfused path's: logits = F.linear(h, weight) in the compute dtype (autocast's
 when autocast is on, as F.linear would do; an fp32 master weight is cast per use), then .float(),
 / temperature, log-prob = gather - logsumexp (model.sampler's token_logprobs), entropy =
-logsumexp - sum(p * z). Gradients come back in h's and weight's dtypes.
+logsumexp - sum(p * z). Gradients come back in h's and weight's dtypes. What happens to a chunk of
+logits is kernels/logit_stats.py: on CPU its torch reference (the ops above), on CUDA Triton
+kernels that read the compute-dtype logits once instead of making an fp32 copy and ~8 passes.
 
 Why: at Qwen2.5 shapes (V = 151936) one micro-batch of 8 x 512 response tokens has 2.5 GB of fp32
 logits, and the unfused path keeps several tensors that size alive for backward. Here autograd
@@ -23,7 +25,8 @@ Forward runs over token chunks (the exact op sequence of the unfused path, per r
 over vocabulary chunks, recomputing each chunk's logits for all N tokens from the saved
 logsumexp, so every row of grad_weight is written once (one GEMM over all tokens, as the unfused
 backward) and only grad_h [N, C] accumulates:
-    dz = dlogp * (onehot - p) - dent * p * (z - sum(p * z)),   dlogits = dz / temperature.
+    dz = dlogp * (onehot - p) - dent * p * (z - sum(p * z)),   dlogits = dz / temperature
+(kernels.logit_stats.logit_grad).
 `chunk_bytes` bounds one chunk's fp32 logits (forward: rows x V, backward: N x columns); the
 working memory is a small multiple of it. Without grad (the trainer's no-grad log-prob passes)
 the forward runs alone and nothing is saved.
@@ -34,6 +37,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from kernels.logit_stats import logit_grad, logit_stats
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 
@@ -83,14 +88,11 @@ def _forward(h, weight, tokens, temperature, entropy, chunk_bytes, dtype):
         hc, wc = h.reshape(N, -1).to(dtype), weight.to(dtype)           # [N, C], [V, C]
         for r0 in range(0, N, rows):
             r = slice(r0, r0 + rows)
-            z = F.linear(hc[r], wc).float()                              # [n, V] fp32
-            if temperature != 1.0:
-                z.div_(temperature)
-            lse[r] = torch.logsumexp(z, dim=-1)
-            logp_flat[r] = z.gather(-1, tokens[r, None]).squeeze(-1) - lse[r]
+            logits = F.linear(hc[r], wc)                                 # [n, V] compute dtype
+            lse[r], z_token, pz_r = logit_stats(logits, tokens[r], temperature, entropy)   # [n] each
+            logp_flat[r] = z_token - lse[r]
             if entropy:
-                p = torch.exp(z - lse[r, None])                          # [n, V]
-                pz[r] = p.mul_(z).sum(dim=-1)
+                pz[r] = pz_r
                 ent_flat[r] = lse[r] - pz[r]
     return logp, ent, lse, pz
 
@@ -121,23 +123,7 @@ class _FusedResponseHead(torch.autograd.Function):
             for v0 in range(0, V, cols):
                 v1 = min(v0 + cols, V)
                 wc = weight[v0:v1].to(dtype)                             # [v, C]
-                z = F.linear(hc, wc).float()                             # [N, v] fp32
-                if T != 1.0:
-                    z.div_(T)
-                p = (z - lse[:, None]).exp_()                            # [N, v]
-                if dent is not None:                                     # -dent * p * (z - sum pz)
-                    dz = z.sub_(pz[:, None]).mul_(p).mul_(dent[:, None]).neg_()
-                    if dlogp is not None:
-                        dz.addcmul_(p, dlogp[:, None], value=-1.0)
-                else:
-                    dz = p.mul_(dlogp[:, None]).neg_()
-                if dlogp is not None:                                    # + dlogp * onehot
-                    inside = (tokens >= v0) & (tokens < v1)              # [N], no host sync
-                    col = (tokens - v0).clamp(0, v1 - v0 - 1)
-                    dz.scatter_add_(1, col[:, None], (dlogp * inside)[:, None])
-                if T != 1.0:
-                    dz.div_(T)
-                dl = dz.to(dtype)                                        # [N, v]
+                dl = logit_grad(F.linear(hc, wc), v0, tokens, lse, pz, dlogp, dent, T)   # [N, v] dtype
                 if need_h:
                     grad_h += dl @ wc                                    # [N, C]
                 if need_w:

@@ -25,6 +25,7 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 
+from kernels import use_pdl
 from model import fast_decode
 from model.config import ModelConfig
 from model.hf_weights import DictSource, build_model
@@ -263,3 +264,21 @@ def test_gpu_bf16_sampling_rollout(model_bf16):
     assert len(set(out.tokens[:, :8].flatten().tolist())) > 256     # sampled, not collapsed
     eager = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0, fast=False)
     assert_as_close_to_trainer(model_bf16, prompts, out, eager, params.temperature)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [3, 64])
+def test_gpu_pdl_changes_no_token(model_bf16, batch, monkeypatch):
+    """Programmatic dependent launch only overlaps kernels: a seeded rollout with it (graph and
+    eager) is bit-identical to one without it. Batch 3 takes the fused-GEMV layers, 64 the cuBLAS ones."""
+    if not use_pdl(torch.device("cuda")):
+        pytest.skip("this GPU has no programmatic dependent launch (compute capability < 9.0)")
+    prompts = ragged_prompts(batch, seed=3)
+    params = SamplingParams(max_new_tokens=64, temperature=1.0)
+    with_pdl = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)
+    with_pdl_eager = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0, cuda_graphs=False)
+    monkeypatch.setenv("DEEPRETRIEVAL_PDL", "0")
+    without = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)
+    assert fast_decode._DECODERS[model_bf16].key[5] is False          # rebuilt without PDL
+    for out in (with_pdl, with_pdl_eager):
+        assert torch.equal(out.tokens, without.tokens) and torch.equal(out.logprobs, without.logprobs)
