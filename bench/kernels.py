@@ -4,7 +4,7 @@ without the kernel), and against the HBM bandwidth measured in the same run.
 
     python -m bench.kernels                          # all kernels
     python -m bench.kernels --only decode_attention  # one or more of: rmsnorm rope rope_cache
-                                                     #   decode_attention sample fused_linear
+                                                     #   decode_attention sample fused_linear logit_stats
     python -m bench.kernels --only fused_linear --sweep   # + every block config, to tune the defaults
 
 Every time is a CUDA-graph replay of many calls (triton.testing.do_bench_cudagraph), so Python
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from bench.results_log import append_result
 
 DEVICE = torch.device("cuda")
-KERNELS = ("rmsnorm", "rope", "rope_cache", "decode_attention", "sample", "fused_linear")
+KERNELS = ("rmsnorm", "rope", "rope_cache", "decode_attention", "sample", "fused_linear", "logit_stats")
 QWEN_VOCAB = 151_936
 MODELS = {"0.5B": dict(hidden=896, H_q=14, H_kv=2, D=64, ffn=4864),
           "3B": dict(hidden=2048, H_q=16, H_kv=2, D=128, ffn=11008)}
@@ -173,6 +173,29 @@ def _sample_case(B: int, temperature: float) -> Case:
                 lambda: sample_reference(logits, uniform, temperature), {})
 
 
+def _logit_stats_case(which: str) -> Case:
+    """The RL response head's chunks at Qwen2.5's vocabulary (rl/response_head.py's default 256 MiB
+    chunk bound): forward statistics of 441 rows, the gradient of 16,384 tokens x 4,096 columns.
+    Baselines: other block sizes of the kernel."""
+    from kernels.logit_stats import logit_grad_reference, logit_stats_reference
+    from kernels.logit_stats_triton import logit_grad_triton, logit_stats_triton
+    N = 441 if which == "stats" else 16_384
+    V = QWEN_VOCAB if which == "stats" else 4096
+    logits = torch.randn(N, V, device=DEVICE, dtype=torch.bfloat16)
+    tokens = torch.randint(0, V, (N,), device=DEVICE)
+    if which == "stats":
+        return Case("logit_stats", f"stats N={N} V={V}", dict(N=N, V=V), _nbytes(logits) + N * 20,
+                    lambda: logit_stats_triton(logits, tokens, 1.0, True),
+                    lambda: logit_stats_reference(logits, tokens, 1.0, True),
+                    {f"bv{bv}": (lambda bv=bv: logit_stats_triton(logits, tokens, 1.0, True, block_v=bv))
+                     for bv in (1024, 2048, 8192)})
+    lse, _, pz = logit_stats_reference(logits, tokens, 1.0, True)
+    dlogp, dent = torch.randn(2, N, device=DEVICE)
+    return Case("logit_stats", f"grad N={N} v={V}", dict(N=N, V=V), 2 * _nbytes(logits) + N * 24,
+                lambda: logit_grad_triton(logits, 0, tokens, lse, pz, dlogp, dent, 1.0),
+                lambda: logit_grad_reference(logits, 0, tokens, lse, pz, dlogp, dent, 1.0), {})
+
+
 # Decode shapes of both models, plus one prefill-sized case where it tells bandwidth. Attention:
 # long single contexts, the RL rollout (prompt 256 + 512 new, ragged prompts), the largest batch.
 CASES = {
@@ -186,6 +209,7 @@ CASES = {
     "fused_linear": lambda: (_fused_linear_case(model, rows, call) for model in MODELS
                              for rows in ((1,) if SWEEP else (1, 16))
                              for call in ("qkv", "o", "gate_up", "down", "head")),
+    "logit_stats": lambda: (_logit_stats_case(w) for w in ("stats", "grad")),
 }
 
 

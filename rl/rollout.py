@@ -15,6 +15,8 @@ Each chunk goes to the reward pool as soon as it is decoded, so scoring overlaps
 """
 from __future__ import annotations
 
+import functools
+
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -112,7 +114,17 @@ def collate(samples: list[Sample], fields: tuple[str, ...], pad_token_id: int,
         resp[i, :r] = 1
         for f in fields:
             out[f][i, :r] = getattr(s, f)
-    return Batch(ids.to(device), start.to(device), resp.to(device), {f: t.to(device) for f, t in out.items()})
+    move = functools.partial(to_device, device=device)
+    return Batch(move(ids), move(start), move(resp), {f: move(t) for f, t in out.items()})
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """t on `device`; to a GPU through pinned memory without waiting: a plain copy from pageable
+    memory makes the host wait for every queued kernel, which left the GPU idle between the
+    trainer's micro-batches while the host collated the next one."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def render_prompt(prompt: Prompt, chat_template: str | None) -> str:

@@ -299,13 +299,15 @@ class Trainer:
                           ("loss/kl", self.reference is not None and cfg.kl_mode == "loss")):
             if not used:
                 del metrics[key]
-        metrics["grad_norm"] = float(np.mean(grad_norms))
+        metrics["grad_norm"] = torch.stack(grad_norms).double().mean().item()   # one sync, at the end
         metrics["lr"] = self.actor_sched.get_last_lr()[0]
         return metrics
 
     @staticmethod
     def _optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, sched, clip: float | None
-                        ) -> float:
+                        ) -> torch.Tensor:
+        """Clip, step, zero the grads; returns the grad norm before clipping as a 0-d tensor (a
+        float here would make the host wait for the GPU after every mini-batch)."""
         params = [p for p in model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
         if hasattr(norm, "full_tensor"):
@@ -313,7 +315,7 @@ class Trainer:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm.detach().float()
 
     def _sync_rollout_model(self) -> None:
         if self.rollout_lm is self.actor.lm:
