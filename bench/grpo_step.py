@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         a.mini_batch_prompts, a.micro_batch, a.steps = 4, 8, 1
     device = "cpu" if a.tiny or not torch.cuda.is_available() else "cuda"
     mcfg = TINY if a.tiny else QWEN25_05B
-    cfg = RLConfig(algorithm="grpo", total_steps=a.steps + 2, prompts_per_step=a.prompts,
+    cfg = RLConfig(algorithm="grpo", total_steps=a.steps + 1 + a.profile, prompts_per_step=a.prompts,
                    group_size=a.group_size, mini_batch_prompts=a.mini_batch_prompts,
                    micro_batch_size=a.micro_batch,
                    sampling=SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0),
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                    gradient_checkpointing=a.gradient_checkpointing, compile_blocks=a.compile,
                    reward_workers=4,
                    checkpoint_every=10**9)
-    task = RandomPromptTask(a.prompts * (a.steps + 2), a.prompt_len, mcfg.vocab_size)
+    task = RandomPromptTask(a.prompts * (a.steps + 1 + a.profile), a.prompt_len, mcfg.vocab_size)
     model = random_model(mcfg, device)
     n_params = sum(p.numel() for p in model.parameters())
     trainer = Trainer(cfg, model, NumberTokenizer(), task, "/tmp/bench_grpo_step", device=device)

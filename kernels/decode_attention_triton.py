@@ -26,8 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import parallel_programs, use_pdl
-from kernels.pdl_triton import launch_options, wait_for_previous
+from kernels import parallel_programs
+from kernels.pdl_triton import pdl_options, wait_for_previous
 
 
 @triton.jit
@@ -132,7 +132,7 @@ def decode_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     if num_splits is None:
         num_splits = default_num_splits(B, H_kv, S_max, block_n, q.device)
     out = torch.empty((B, H_q, D), dtype=q.dtype, device=q.device)
-    pdl = use_pdl(q.device)
+    pdl = pdl_options(q.device)
     if num_splits == 1:
         o_part, lse = out, out                            # the split kernel writes `out`; no lse
         stride_os, stride_lb, stride_lh = 0, 0, 0
@@ -146,12 +146,10 @@ def decode_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         o_part.stride(0), o_part.stride(1), stride_os, stride_lb, stride_lh,
         scale * math.log2(math.e), G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)),
-        BLOCK_N=block_n, NUM_SPLITS=num_splits, USE_PDL=pdl, num_warps=4, num_stages=2,
-        **launch_options(pdl))
+        BLOCK_N=block_n, NUM_SPLITS=num_splits, num_warps=4, num_stages=2, **pdl)
     if num_splits > 1:
         _reduce_kernel[(B, H_q)](
             o_part, lse, out, o_part.stride(0), o_part.stride(1), o_part.stride(2),
             lse.stride(0), lse.stride(1), out.stride(0), out.stride(1),
-            D=D, NUM_SPLITS=num_splits, BLOCK_S=triton.next_power_of_2(num_splits), USE_PDL=pdl, num_warps=4,
-            **launch_options(pdl))
+            D=D, NUM_SPLITS=num_splits, BLOCK_S=triton.next_power_of_2(num_splits), num_warps=4, **pdl)
     return out

@@ -23,9 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import use_pdl
 from kernels.fused_linear import MAX_ROWS, check_fused_linear_args
-from kernels.pdl_triton import launch_options, wait_for_previous
+from kernels.pdl_triton import pdl_options, wait_for_previous
 
 
 @dataclass(frozen=True)
@@ -184,7 +183,7 @@ def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=No
         raise ValueError("fused_linear_triton: give a bias for every weight or for none")
     bs = list(biases) + [biases[0]] * (3 - len(biases)) if has_bias else ws
     res = residual if residual is not None else out
-    pdl = use_pdl(x.device)
+    pdl = pdl_options(x.device)
     grid_n = triton.cdiv(Ns[0], config.block_n) if silu_mul else sum(triton.cdiv(n, config.block_n) for n in Ns)
     _fused_linear_kernel[(grid_n,)](
         x, norm_weight if norm_weight is not None else x, res, out, *ws, *bs,
@@ -194,5 +193,5 @@ def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=No
         HAS_RES=residual is not None, SILU_MUL=silu_mul,
         BLOCK_B=1 if B == 1 else 16, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         USE_DOT=B > 1, DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
-        USE_PDL=pdl, num_warps=config.num_warps, num_stages=config.num_stages, **launch_options(pdl))
+        num_warps=config.num_warps, num_stages=config.num_stages, **pdl)
     return out

@@ -11,8 +11,8 @@ The rule that keeps this correct: before `wait_for_previous` a kernel reads only
 kernel of the step writes (weights, norm weights, biases) and writes nothing. Every PDL kernel
 waits before it ends, so "the previous kernel has finished" implies every earlier one has too, and
 a kernel that follows a normal (non-PDL) kernel simply starts after it, as without PDL.
-Launchers pass `USE_PDL=kernels.use_pdl(device)` and `**launch_options(...)`; off Hopper, under
-the CPU interpreter or with DEEPRETRIEVAL_PDL=0 both are off and the kernels are as before.
+Launchers pass `**pdl_options(device)` (from `kernels.use_pdl`); off Hopper, under the CPU
+interpreter or with DEEPRETRIEVAL_PDL=0 it is off and the kernels are as before.
 
 Measured on an H100 (`python -m bench.fast_generate --cases latency [--no-pdl]`): batch-1 decode
 +17 % at Qwen2.5-0.5B shapes and +7 % at 3B. Two variants were no faster and were dropped: letting
@@ -25,6 +25,8 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from kernels import use_pdl
+
 
 @triton.jit
 def wait_for_previous(USE_PDL: tl.constexpr):
@@ -35,6 +37,7 @@ def wait_for_previous(USE_PDL: tl.constexpr):
         gdc_launch_dependents()
 
 
-def launch_options(use_pdl: bool) -> dict:
-    """Extra launch keywords of a Triton kernel call."""
-    return {"launch_pdl": True} if use_pdl else {}
+def pdl_options(device) -> dict:
+    """The keywords of a Triton kernel call that turn PDL on or off for `device`: the kernel's
+    USE_PDL constexpr and, when on, the `launch_pdl` launch option."""
+    return {"USE_PDL": True, "launch_pdl": True} if use_pdl(device) else {"USE_PDL": False}

@@ -9,8 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import use_pdl
-from kernels.pdl_triton import launch_options, wait_for_previous
+from kernels.pdl_triton import pdl_options, wait_for_previous
 
 
 @triton.jit
@@ -58,10 +57,9 @@ def rmsnorm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float,
         res_out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         res_out2 = res_out.view(-1, N)
     block_n = triton.next_power_of_2(N)
-    pdl = use_pdl(x.device)
+    pdl = pdl_options(x.device)
     _rmsnorm_kernel[(x2.shape[0],)](
         x2, res2, weight.contiguous(), out2, res_out2,
         x2.stride(0), res2.stride(0), out2.stride(0), res_out2.stride(0), N, eps,
-        HAS_RESIDUAL=residual is not None, BLOCK_N=block_n, USE_PDL=pdl,
-        num_warps=min(max(block_n // 256, 1), 16), **launch_options(pdl))
+        HAS_RESIDUAL=residual is not None, BLOCK_N=block_n, num_warps=min(max(block_n // 256, 1), 16), **pdl)
     return out if residual is None else (out, res_out)

@@ -10,8 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import use_pdl
-from kernels.pdl_triton import launch_options, wait_for_previous
+from kernels.pdl_triton import pdl_options, wait_for_previous
 from kernels.rope_triton import _cos_sin, _rotate_heads
 
 
@@ -52,11 +51,10 @@ def rope_cache_triton(q, k, v, cos, sin, positions, k_cache, v_cache, slot) -> t
         raise ValueError("rope_cache: q, k, v, cos, sin and the caches need unit stride along the last dimension")
     q_out = torch.empty((B, H_q, D), dtype=q.dtype, device=q.device)
     half = D // 2
-    pdl = use_pdl(q.device)
+    pdl = pdl_options(q.device)
     _rope_cache_kernel[(B,)](
         q, k, v, cos, sin, positions, k_cache, v_cache, slot, q_out, H_q, H_kv, half,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), cos.stride(0), sin.stride(0),
-        BLOCK_H=triton.next_power_of_2(max(H_q, H_kv)), BLOCK_HALF=triton.next_power_of_2(half), USE_PDL=pdl,
-        num_warps=4, **launch_options(pdl))
+        BLOCK_H=triton.next_power_of_2(max(H_q, H_kv)), BLOCK_HALF=triton.next_power_of_2(half), num_warps=4, **pdl)
     return q_out

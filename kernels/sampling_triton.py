@@ -16,8 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import parallel_programs, use_pdl
-from kernels.pdl_triton import launch_options, wait_for_previous
+from kernels import parallel_programs
+from kernels.pdl_triton import pdl_options, wait_for_previous
 
 _NO_TOKEN = tl.constexpr(2**31 - 1)     # token of an empty state; jit code reads only constexpr globals
 
@@ -111,16 +111,14 @@ def sample_triton(logits: torch.Tensor, uniform: torch.Tensor | None, temperatur
     if num_splits is None:
         num_splits = max(1, min(triton.cdiv(parallel_programs(logits.device), B), triton.cdiv(V, block_v)))
     chunk = triton.cdiv(triton.cdiv(V, num_splits), block_v) * block_v
-    pdl = use_pdl(logits.device)
+    pdl = pdl_options(logits.device)
     part = torch.empty((B, num_splits, 4), dtype=torch.float32, device=logits.device)
     tok = torch.empty((B, num_splits), dtype=torch.int32, device=logits.device)
     _split_kernel[(B, num_splits)](
         logits, noise, part, tok, logits.stride(0), noise.stride(0), V, chunk,
-        1.0 if greedy else float(temperature), GREEDY=greedy, BLOCK_V=block_v, USE_PDL=pdl, num_warps=4,
-        **launch_options(pdl))
+        1.0 if greedy else float(temperature), GREEDY=greedy, BLOCK_V=block_v, num_warps=4, **pdl)
     ids = torch.empty((B,), dtype=torch.int64, device=logits.device)
     logprobs = torch.empty((B,), dtype=torch.float32, device=logits.device)
     _reduce_kernel[(B,)](part, tok, ids, logprobs, num_splits,
-                         BLOCK_S=triton.next_power_of_2(num_splits), USE_PDL=pdl,
-                         num_warps=1, **launch_options(pdl))
+                         BLOCK_S=triton.next_power_of_2(num_splits), num_warps=1, **pdl)
     return ids, logprobs
