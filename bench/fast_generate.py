@@ -8,8 +8,9 @@
 Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sides.
   latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours, of transformers `generate`
            (default dynamic cache) and of transformers with a static cache + torch.compile
-           (mode reduce-overhead, fullgraph; run in a child process under a time budget and reported
-           as "n/a" with the reason when it fails or runs out), and ours as a fraction of the HBM
+           (transformers' own compile of the decoding step: mode reduce-overhead, fullgraph; run in
+           a child process under a time budget and reported as "n/a" with the reason when it fails
+           or runs out), and ours as a fraction of the HBM
            roofline: bandwidth (measured here with a large device copy) / weight bytes read per token.
   rollout  batch 64, prompt 256, 512 new tokens, temperature 1 (the RL case): total tok/s.
 tok/s = new tokens of the batch / wall time of one `generate` call (prefill included), best of
@@ -122,8 +123,10 @@ def hf_compiled(name: str, case: dict, repeats: int, budget_s: float) -> dict:
 def hf_compiled_child(name: str, repeats: int) -> None:
     case = CASES["latency"]
     hf = cuda_hf(name)
+    # A static cache makes `generate` compile the decoding forward itself (generation_config's
+    # CompileConfig: fullgraph, mode reduce-overhead). Compiling `forward` here as well wrapped it
+    # twice, and that run died in inductor's cudagraph code (exit -11) on an H100.
     hf.generation_config.cache_implementation = "static"
-    hf.forward = torch.compile(hf.forward, mode="reduce-overhead", fullgraph=True)
     prompts = fixed_prompts(case["batch"], case["prompt_len"], hf.config.vocab_size)
     t0 = time.perf_counter()
     for _ in range(2):      # compiles (prefill and decode shapes), then records the CUDA graphs

@@ -6,8 +6,10 @@
     python -m bench.grpo_step --tiny                   # CPU smoke run at toy shapes (not logged)
     python -m bench.grpo_step --micro-batch 16 --gradient-checkpointing --compile
     torchrun --nproc_per_node=2 -m bench.grpo_step     # FSDP2 over 2 GPUs, same global batch
-    python -m bench.grpo_step --steps 1 --compile --profile   # + top GPU kernels of prepare
-                                                       #   and update in one extra step
+    python -m bench.grpo_step --steps 2 --compile --keep-logits   # the fastest setting (+5 GB)
+    python -m bench.grpo_step --steps 1 --compile --profile   # + one extra step's prepare and
+                                                       #   update profiled: GPU time by kind of
+                                                       #   kernel, idle gaps, top kernels
 
 Random weights (normal(0, 0.02)) with the real Qwen2.5-0.5B config: nothing depends on weight
 values except when generation stops, and random weights never emit a stop token, so every
@@ -21,9 +23,11 @@ Reported (and appended to bench/results/grpo_step.jsonl):
   train MFU = 6 * params * tokens / time/update / peak  (the update: forward + backward of every
   token of every sequence once per epoch), and the same with the prepare forwards
   (2 * params * tokens each) over time/train; peak GPU memory.
-`params` counts every weight once (the tied LM head included); the formula ignores attention's
-quadratic term and that our LM head runs on response positions only, so it is the usual
-conservative estimate. The ratio printed is MFU against the hardware peak.
+`params` counts every weight once (the tied LM head included). The formula ignores attention's
+quadratic term (undercounts) and that our LM head runs on response positions only (overcounts);
+at the default shapes it counts about 6 % more than the update executes. So the run also prints
+the executed-FLOP figure (`mfu_update_executed`: trunk matmuls on every token, LM head on
+response tokens, causal attention's two matmuls; forward + backward = 3 forwards).
 """
 from __future__ import annotations
 
@@ -79,6 +83,18 @@ class RandomPromptTask:
         return RewardResult([h / max(1, len(c.split())) for h, c in zip(hits, completions)])
 
 
+def update_flops(cfg: ModelConfig, n_params: int, seqs: int, prompt_len: int,
+                 response_len: float) -> float:
+    """FLOPs one epoch of the update executes: forward + backward (3 forwards) of the trunk's
+    matmuls on every token, the LM head on response tokens only, causal attention's QK^T and PV."""
+    T = prompt_len + response_len
+    head = cfg.vocab_size * cfg.hidden_size
+    trunk = 2 * (n_params - head * (1 if cfg.tie_word_embeddings else 2)) * T   # embeddings: lookups
+    lm_head = 2 * head * response_len
+    attention = 2 * 2 * (T * T / 2) * cfg.num_heads * cfg.head_dim * cfg.num_layers
+    return 3 * seqs * (trunk + lm_head + attention)
+
+
 def random_model(cfg: ModelConfig, device: str) -> Transformer:
     torch.manual_seed(0)
     with torch.device(device):
@@ -113,14 +129,63 @@ def profile_phases(trainer: Trainer, cuda: bool) -> dict:
     return phases
 
 
+# First match wins; names are those torch.profiler reports for cuBLAS (nvjet / cutlass / gemm),
+# cuDNN / flash attention, our Triton kernels, inductor's fused kernels, and torch's optimiser.
+KERNEL_CATEGORIES = (
+    ("gemm", re.compile(r"nvjet|gemm|cutlass|xmma|cublas", re.I)),
+    ("attention", re.compile(r"sdpa|fmha|flash|attention|cudnn", re.I)),
+    ("logit_stats (ours)", re.compile(r"^_(stats|grad)_kernel")),
+    ("optimizer + clip", re.compile(r"multi_tensor|foreach|fused_adam|adam", re.I)),
+    ("inductor fused", re.compile(r"^triton_")),
+    ("copy / memset", re.compile(r"memcpy|memset|copy", re.I)),
+    ("other", re.compile(r"")),
+)
+
+
+def kernel_summary(prof) -> dict:
+    """GPU time per KERNEL_CATEGORIES entry (seconds), the busy time (union of kernel intervals),
+    the span from the first kernel's start to the last one's end, and the largest idle gaps
+    (seconds, kernel before, kernel after)."""
+    from torch.autograd import DeviceType
+    kernels = sorted((e for e in prof.profiler.kineto_results.events()
+                      if e.device_type() == DeviceType.CUDA), key=lambda e: e.start_ns())
+    totals = {name: 0.0 for name, _ in KERNEL_CATEGORIES}
+    for e in kernels:
+        name = next(n for n, pattern in KERNEL_CATEGORIES if pattern.search(e.name()))
+        totals[name] += e.duration_ns() / 1e9
+    busy, gaps, end, last = 0, [], None, None
+    for e in kernels:
+        start, stop = e.start_ns(), e.end_ns()
+        if end is not None and start > end:
+            gaps.append(((start - end) / 1e9, last.name(), e.name()))
+        if end is None or start > end:
+            busy, end, last = busy + stop - start, stop, e
+        elif stop > end:
+            busy, end, last = busy + stop - end, stop, e
+    span = (end - kernels[0].start_ns()) if kernels else 0
+    return {"by_kind": totals, "busy": busy / 1e9, "span": span / 1e9,
+            "gaps": sorted(gaps, reverse=True)}
+
+
 def print_profile(phases: dict, cuda: bool) -> None:
     for name, (seconds, prof) in phases.items():
         table = prof.key_averages()
         where = "GPU kernel" if cuda else "CPU op"
         busy = sum(e.self_device_time_total if cuda else e.self_cpu_time_total for e in table) / 1e6
         print(f"\n=== {name}: wall {seconds:.2f} s (profiled), {where} time {busy:.2f} s")
+        if cuda:
+            k = kernel_summary(prof)
+            print(f"GPU busy {k['busy']:.3f} s of a {k['span']:.3f} s span (idle "
+                  f"{k['span'] - k['busy']:.3f} s); kernel time by kind:")
+            for kind, t in sorted(k["by_kind"].items(), key=lambda kv: -kv[1]):
+                print(f"  {kind:<20} {t:7.3f} s  {t / max(busy, 1e-9):6.1%}")
+            gaps = k["gaps"]
+            print(f"idle gaps: {len(gaps)}, {sum(g for g, *_ in gaps if g >= 1e-4):.3f} s in the "
+                  f"{sum(g >= 1e-4 for g, *_ in gaps)} of >= 100 us; the largest:")
+            for g, before, after in gaps[:8]:
+                print(f"  {g * 1e3:7.2f} ms  after {before[:60]}  before {after[:60]}")
         print(table.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
-                          row_limit=30, max_name_column_width=90))
+                          row_limit=40, max_name_column_width=90))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every transformer block (RLConfig.compile_blocks)")
+    p.add_argument("--keep-logits", action="store_true",
+                   help="the LM head keeps its forward logits for backward (RLConfig.keep_head_logits: "
+                        "+5 GB at micro-batch 32, a quarter of the head's matmuls saved)")
     p.add_argument("--profile", action="store_true",
                    help="after the measured steps, profile one more step's prepare and update (GPU kernels; "
                         "CPU ops on CPU)")
@@ -155,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                    kl_coef=0.001, actor_optim=OptimConfig(lr=1e-6),
                    precision="bf16" if device == "cuda" else "fp32",
                    gradient_checkpointing=a.gradient_checkpointing, compile_blocks=a.compile,
-                   reward_workers=4,
+                   keep_head_logits=a.keep_logits, reward_workers=4,
                    checkpoint_every=10**9)
     task = RandomPromptTask(a.prompts * (a.steps + 1 + a.profile), a.prompt_len, mcfg.vocab_size)
     model = random_model(mcfg, device)
@@ -185,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     forwards = 1 + (cfg.kl_coef > 0)                                    # old + reference log-probs
     peak = a.peak_tflops * 1e12 * trainer.dist.world_size               # all GPUs together
     mfu_update = 6 * n_params * tokens * cfg.epochs_per_step / update_time / peak
+    mfu_executed = (update_flops(mcfg, n_params, seqs, a.prompt_len, mean["response_length/mean"])
+                    * cfg.epochs_per_step / update_time / peak)
     mfu_train = (6 * cfg.epochs_per_step + 2 * forwards) * n_params * tokens / mean["time/train"] / peak
     step = mean["time/step"]
     record = {
@@ -193,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "prompts": a.prompts, "group_size": a.group_size, "prompt_len": a.prompt_len,
         "new_tokens": a.new_tokens, "micro_batch": a.micro_batch,
         "gradient_checkpointing": a.gradient_checkpointing, "compile_blocks": a.compile,
+        "keep_head_logits": a.keep_logits,
         "tokens_per_step": tokens,
         "time_generate_s": mean["time/generate"], "time_reward_s": mean["time/reward"],
         "time_prepare_s": mean["time/prepare"], "time_update_s": update_time,
@@ -200,11 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         "share_generate": mean["time/generate"] / step, "share_reward": mean["time/reward"] / step,
         "share_train": mean["time/train"] / step,
         "generate_tokens_per_s": mean["tokens_per_s/generate"],
-        "mfu_update": mfu_update, "mfu_train": mfu_train, "peak_tflops": a.peak_tflops,
+        "mfu_update": mfu_update, "mfu_update_executed": mfu_executed, "mfu_train": mfu_train,
+        "peak_tflops": a.peak_tflops,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
         "logprob_diff_max": mean["logprob_diff/max"],
     }
-    say(f"train MFU (update) {mfu_update:.1%} of {a.peak_tflops:g} TFLOP/s; "
+    say(f"train MFU (update) {mfu_update:.1%} of {a.peak_tflops:g} TFLOP/s "
+        f"(executed FLOPs: {mfu_executed:.1%}); "
           f"with prepare forwards {mfu_train:.1%}; reward {record['share_reward']:.1%} of the step")
     if a.tiny:                        # a smoke run: print, keep the results file for real runs
         say(record)

@@ -79,6 +79,7 @@ def logit_stats_triton(logits: torch.Tensor, tokens: torch.Tensor, temperature: 
     N, V = logits.shape
     if logits.stride(1) != 1:
         raise ValueError("logit_stats: logits need unit stride along the vocabulary")
+    tokens = tokens.contiguous()        # the kernel indexes per-row vectors by row
     lse = torch.empty(N, dtype=torch.float32, device=logits.device)
     z_token = torch.empty_like(lse)
     pz = torch.empty_like(lse) if entropy else None
@@ -96,6 +97,10 @@ def logit_grad_triton(logits: torch.Tensor, v0: int, tokens: torch.Tensor, lse: 
     N, v = logits.shape
     if logits.stride(1) != 1:
         raise ValueError("logit_grad: logits need unit stride along the vocabulary")
+    # The kernel indexes per-row vectors by row; `logp.sum().backward()` hands over an expanded
+    # dlogp (stride 0, one element stored), which it would read past.
+    tokens, lse, pz, dlogp, dent = (t.contiguous() if t is not None else None
+                                    for t in (tokens, lse, pz, dlogp, dent))
     out = torch.empty((N, v), dtype=logits.dtype, device=logits.device)
     if N and v:
         _grad_kernel[(N, triton.cdiv(v, block_v))](

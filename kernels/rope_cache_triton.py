@@ -44,7 +44,8 @@ def rope_cache_triton(q, k, v, cos, sin, positions, k_cache, v_cache, slot) -> t
         raise ValueError(f"rope_cache: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit")
     if k_cache.shape[:2] != (B, H_kv) or k_cache.shape[3] != D or v_cache.shape != k_cache.shape \
             or k_cache.stride() != v_cache.stride() or k_cache.dtype != q.dtype:
-        raise ValueError(f"rope_cache: caches {tuple(k_cache.shape)} / {tuple(v_cache.shape)} do not fit k {tuple(k.shape)}")
+        raise ValueError(f"rope_cache: caches {tuple(k_cache.shape)} / {tuple(v_cache.shape)} "
+                         f"do not fit k {tuple(k.shape)}")
     if D % 2 or cos.shape[-1] != D or sin.shape != cos.shape or positions.shape != (B,) or slot.shape != (1,):
         raise ValueError(f"rope_cache: need even D with cos/sin [P, {D}], positions [{B}] and slot [1]")
     if any(t.stride(-1) != 1 for t in (q, k, v, cos, sin, k_cache)):

@@ -38,7 +38,7 @@ kernels overlap through programmatic dependent launch (kernels/pdl_triton.py).
 from __future__ import annotations
 
 import weakref
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -77,13 +77,25 @@ def release(model: Transformer) -> None:
     _DECODERS.pop(model, None)
 
 
+class DecoderKey(NamedTuple):
+    """What a cached decoder was built for; any change builds a new one."""
+    rows: int
+    max_len: int
+    params: object
+    pad_token_id: int
+    cuda_graphs: bool
+    pdl: bool                      # kernels launched with programmatic dependent launch
+    dtype: torch.dtype
+    weights: tuple[int, ...]       # data pointers of the model's parameters
+
+
 def decoder_for(model: Transformer, rows: int, max_len: int, params, pad_token_id: int, cuda_graphs: bool,
                 new_outputs: Callable[[], object]) -> "FastDecoder":
     """The cached decoder for this call's shapes and settings, or a new one (`new_outputs()` gives
     its `model.sampler.StepOutputs`, which the graph writes into)."""
     max_len = -(-max_len // SEQ_ROUND) * SEQ_ROUND
-    key = (rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device), model.dtype,
-           tuple(p.data_ptr() for p in model.parameters()))
+    key = DecoderKey(rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device), model.dtype,
+                     tuple(p.data_ptr() for p in model.parameters()))
     decoder = _DECODERS.get(model)
     if decoder is None or decoder.key != key:
         decoder = None

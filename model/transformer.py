@@ -219,6 +219,11 @@ class Transformer(nn.Module):
             plain_causal = real is None
         mask = None if plain_causal else self._attention_mask(key_valid, start, end)
         x = self.embed(input_ids)                                           # [B, T, C]
+        if torch.is_autocast_enabled(dev.type):
+            # Every matmul under autocast returns its dtype, and the residual stream follows (as in
+            # a bf16 model, Megatron's default, and the sampler's bf16 copy) rather than fp32 adds
+            # and norms started by fp32 master-weight embeddings.
+            x = x.to(torch.get_autocast_dtype(dev.type))
         cos, sin = self.rope(positions, x.dtype)                            # [B, T, D]
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, self.ops, kv_cache, i, start)

@@ -99,6 +99,10 @@ class RLConfig:
     compile_blocks: bool = False   # torch.compile every transformer block of the actor, critic and
                                    # reference (their forwards and backwards; generation stays
                                    # eager); the first steps pay the compilation
+    keep_head_logits: bool = False # the actor's LM head keeps its forward logits for backward
+                                   # (bf16: 2 bytes x tokens x vocab per micro-batch, 5 GB at
+                                   # 32 x 512 response tokens and Qwen's vocabulary) instead of
+                                   # recomputing them: a quarter of the head's matmuls saved
     reward_workers: int = 4
     reward_pool: str = "thread"    # "thread" or "process" (reward fn must then be picklable)
     # outputs

@@ -40,10 +40,12 @@ class ResponseOutputs(NamedTuple):
 
 
 class ResponseModel(nn.Module):
-    def __init__(self, lm: nn.Module, policy: bool = True, value_head: bool = False):
+    def __init__(self, lm: nn.Module, policy: bool = True, value_head: bool = False,
+                 keep_logits: bool = False):
         super().__init__()
         self.lm = lm
         self.policy = policy
+        self.keep_logits = keep_logits      # rl/response_head.py: memory for one matmul fewer
         hidden = lm.cfg.hidden_size
         # Zero init: the critic starts by predicting 0 everywhere instead of noise.
         self.value_head = nn.Linear(hidden, 1) if value_head else None
@@ -64,7 +66,8 @@ class ResponseModel(nn.Module):
         tokens = input_ids.gather(1, state + 1)                           # [B, R]
         logprobs = ent = values = None
         if self.policy:
-            logprobs, ent = response_logprobs(h, self.lm.head_weight, tokens, temperature, entropy)   # [B, R]
+            logprobs, ent = response_logprobs(h, self.lm.head_weight, tokens, temperature, entropy,
+                                              keep_logits=self.keep_logits)      # [B, R] each
         if self.value_head is not None:
             # sum over the size-1 dim rather than squeeze: FSDP2 warns on returned views
             values = self.value_head(h).float().sum(-1)                   # [B, R]

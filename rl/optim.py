@@ -22,11 +22,13 @@ def build_optimizer(params: Iterable[torch.nn.Parameter] | list[dict], cfg: Opti
     params = list(params)
     first = params[0]["params"][0] if isinstance(params[0], dict) else params[0]
     # CPU: the per-parameter loop, bit-identical whether a parameter is a plain tensor (one
-    # process) or a DTensor shard (FSDP), which the 1-vs-N test relies on. CUDA: torch's default
-    # multi-tensor kernels (hundreds of parameters, one launch each would cost real time).
+    # process) or a DTensor shard (FSDP), which the 1-vs-N test relies on. CUDA: the fused kernel,
+    # one pass over each parameter's four tensors (hundreds of parameters; the multi-tensor
+    # default makes several passes, and one launch per parameter would cost real time).
     return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                              weight_decay=cfg.weight_decay,
-                             foreach=None if first.device.type == "cuda" else False)
+                             foreach=False if first.device.type == "cpu" else None,
+                             fused=True if first.device.type == "cuda" else None)
 
 
 @dataclass(frozen=True)

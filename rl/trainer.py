@@ -104,7 +104,8 @@ class Trainer:
         self.critic = None
         if ppo and cfg.critic == "separate":
             self.critic = ResponseModel(critic_copy(lm), policy=False, value_head=True)
-        self.actor = ResponseModel(lm, value_head=ppo and cfg.critic == "shared")
+        self.actor = ResponseModel(lm, value_head=ppo and cfg.critic == "shared",
+                                   keep_logits=cfg.keep_head_logits)
         for model in (self.actor, self.critic):
             if model is not None and cfg.gradient_checkpointing:
                 enable_gradient_checkpointing(model.lm)
@@ -169,6 +170,7 @@ class Trainer:
         cfg, dev = self.cfg, self.dist.device
         max_diff = torch.zeros((), device=dev)
         sums = torch.zeros(3, dtype=torch.float64, device=dev)     # diff, kl, entropy (token sums)
+        outputs = []                    # (micro-batch, logprobs, ref logprobs, values) on the device
         for mb in self._micro_batches(samples):
             b = collate(mb, ("sampler_logprobs",), self.tokenizer.pad_token_id, dev)
             mask = b.response_mask
@@ -186,10 +188,11 @@ class Trainer:
             sums[2] += (out.entropy * mask).sum()
             if ref is not None:
                 sums[1] += (kl_estimate(out.logprobs, ref, cfg.kl_estimator) * mask).sum()
-            # one device-to-host copy per tensor, then per-sample views
-            old_cpu = out.logprobs.cpu()
-            ref_cpu = ref.cpu() if ref is not None else None
-            values_cpu = values.float().cpu() if values is not None else None
+            outputs.append((mb, out.logprobs, ref, values.float() if values is not None else None))
+        # Device-to-host copies only after every micro-batch is queued: a copy waits for the GPU,
+        # and the host would otherwise idle the GPU while it launches the next micro-batch.
+        for mb, *tensors in outputs:
+            old_cpu, ref_cpu, values_cpu = (t.cpu() if t is not None else None for t in tensors)
             for i, s in enumerate(mb):
                 r = len(s.response_ids)
                 s.old_logprobs = old_cpu[i, :r]

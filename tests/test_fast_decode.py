@@ -279,6 +279,6 @@ def test_gpu_pdl_changes_no_token(model_bf16, batch, monkeypatch):
     with_pdl_eager = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0, cuda_graphs=False)
     monkeypatch.setenv("DEEPRETRIEVAL_PDL", "0")
     without = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)
-    assert fast_decode._DECODERS[model_bf16].key[5] is False          # rebuilt without PDL
+    assert fast_decode._DECODERS[model_bf16].key.pdl is False        # rebuilt without PDL
     for out in (with_pdl, with_pdl_eager):
         assert torch.equal(out.tokens, without.tokens) and torch.equal(out.logprobs, without.logprobs)

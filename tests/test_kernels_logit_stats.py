@@ -73,6 +73,24 @@ def test_triton_grad_equals_reference(which, v0, v1):
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
+def test_triton_takes_strided_per_row_inputs():
+    """`logp.sum().backward()` hands the head an expanded upstream gradient (stride 0, one stored
+    element); per-row vectors with any strides must give the reference's result (a kernel that
+    assumed contiguity read past a one-element buffer: garbage in the interpreter, an illegal
+    address on a GPU)."""
+    logits, tokens, dlogp, dent = _case(6, 300, seed=4)
+    lse, _, pz = logit_stats_reference(logits, tokens, 0.8, entropy=True)
+    ones = torch.full((1,), 0.5).expand(6)                              # stride 0
+    every_other = torch.stack([tokens, tokens], 1).reshape(-1)[::2]   # tokens, stride 2
+    assert ones.stride() == (0,) and every_other.stride() == (2,)
+    got = logit_grad_triton(logits, 0, every_other, lse, pz, ones, ones, 0.8, block_v=64)
+    want = logit_grad_reference(logits, 0, tokens, lse, pz, ones.contiguous(), ones.contiguous(), 0.8)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    got = logit_stats_triton(logits, every_other, 0.8, True, block_v=64)
+    for g, w in zip(got, logit_stats_reference(logits, tokens, 0.8, True)):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-6)
+
+
 def test_grad_needs_an_upstream_gradient():
     logits, tokens, _, dent = _case(2, 10)
     lse, _, _ = logit_stats_reference(logits, tokens, 1.0, entropy=False)

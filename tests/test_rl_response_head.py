@@ -64,8 +64,8 @@ def _run(fn, hidden, weight, tokens, dlogp, dent, temperature, entropy):
     return logp.detach(), (ent.detach() if entropy else None), hidden.grad, weight.grad
 
 
-def _fused(chunk_bytes):
-    return lambda h, w, t, temp, ent: response_logprobs(h, w, t, temp, ent, chunk_bytes)
+def _fused(chunk_bytes, keep_logits=False):
+    return lambda h, w, t, temp, ent: response_logprobs(h, w, t, temp, ent, chunk_bytes, keep_logits)
 
 
 def test_by_hand():
@@ -85,10 +85,11 @@ def test_by_hand():
 @pytest.mark.parametrize("chunk_bytes", [SMALL_CHUNKS, 256 * 2**20])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 @pytest.mark.parametrize("entropy", [False, True])
-def test_matches_unfused_fp32(chunk_bytes, temperature, entropy):
+@pytest.mark.parametrize("keep_logits", [False, True])
+def test_matches_unfused_fp32(chunk_bytes, temperature, entropy, keep_logits):
     args = _inputs()
     ref = _run(unfused, *args, temperature, entropy)
-    got = _run(_fused(chunk_bytes), *args, temperature, entropy)
+    got = _run(_fused(chunk_bytes, keep_logits), *args, temperature, entropy)
     torch.testing.assert_close(got[0], ref[0], rtol=1e-6, atol=1e-6)
     if entropy:
         torch.testing.assert_close(got[1], ref[1], rtol=1e-6, atol=1e-6)
@@ -105,7 +106,8 @@ def test_matches_unfused_fp32(chunk_bytes, temperature, entropy):
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_matches_unfused_bf16_autocast(device, temperature):
+@pytest.mark.parametrize("keep_logits", [False, True])
+def test_matches_unfused_bf16_autocast(device, temperature, keep_logits):
     """fp32 master weight and hidden states, the head in bf16 (as F.linear under autocast);
     gradients come back in fp32. bf16 rounding of the logits and of the GEMMs: loose tolerance."""
     args = _inputs(device)
@@ -116,7 +118,7 @@ def test_matches_unfused_bf16_autocast(device, temperature):
                 return fn(*a)
         return run
     ref = _run(autocast(unfused), *args, temperature, True)
-    got = _run(autocast(_fused(SMALL_CHUNKS)), *args, temperature, True)
+    got = _run(autocast(_fused(SMALL_CHUNKS, keep_logits)), *args, temperature, True)
     for g, r in zip(got, ref):
         assert g.dtype == r.dtype == torch.float32
     # same bf16 logits; fp32 reductions over chunks vs whole rows may differ in the last bits
@@ -149,6 +151,8 @@ def test_autograd_keeps_no_logits_and_no_grad_keeps_nothing():
     saved, out = saved_numels(_fused(SMALL_CHUNKS))
     assert max(ref_saved) >= N * V                                 # the unfused path keeps logits
     assert sorted(saved) == sorted([N * C, V * C, N, N, N])   # h, weight, tokens, lse, sum(p * z)
+    kept, _ = saved_numels(_fused(SMALL_CHUNKS, keep_logits=True))
+    assert sorted(kept) == sorted(saved + [N * V])                  # + the forward's logits
     with torch.no_grad():
         logp, ent = response_logprobs(h, weight, tokens, 0.7, True, SMALL_CHUNKS)
     assert logp.grad_fn is None and ent.grad_fn is None
@@ -196,15 +200,22 @@ def test_peak_memory_at_qwen_shapes_cuda():
     weight = (torch.randn(V_Q, C_Q, device="cuda", generator=g) * 0.02).requires_grad_(True)
     h = torch.randn(N, C_Q, device="cuda", generator=g).requires_grad_(True)
     tokens = torch.randint(0, V_Q, (N,), device="cuda", generator=g)
-    peaks = {}
-    for name, fn in (("unfused", unfused), ("fused", _fused(256 * 2**20))):
+    peaks, grads = {}, {}
+    for name, fn in (("unfused", unfused), ("fused", _fused(256 * 2**20)),
+                     ("fused, logits kept", _fused(256 * 2**20, keep_logits=True))):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logp, _ = fn(h, weight, tokens, 1.0, False)
-        logp.sum().backward()
+        logp.sum().backward()          # an expanded (stride-0) upstream gradient
+        grads[name] = (h.grad, weight.grad)
         h.grad = weight.grad = None
         peaks[name] = (torch.cuda.max_memory_allocated() - base) / 2**30
     print(f"head peak GiB: {peaks}")
+    kept = N * V_Q * 2 / 2**30                                      # bf16 logits, 1.16 GiB
     assert peaks["fused"] < 2.0 and peaks["unfused"] > 6.0, peaks
+    assert kept < peaks["fused, logits kept"] < kept + 2.0, peaks
+    for name in ("fused", "fused, logits kept"):                    # bf16 GEMM rounding apart
+        for g, r in zip(grads[name], grads["unfused"]):
+            torch.testing.assert_close(g, r, rtol=0, atol=2e-2 * r.abs().max().item())
