@@ -91,7 +91,7 @@ def _forward(h, weight, tokens, temperature, entropy, chunk_bytes, dtype, keep_l
     # Kept logits exist whole anyway, so the forward makes them in one GEMM and one statistics
     # pass (on CUDA the kernel reads them in place; its few hundred rows per chunk left the GPU
     # half idle). The CPU reference's fp32 temporaries then span all rows too.
-    rows = N if keep_logits else max(1, chunk_bytes // (4 * V))
+    rows = max(1, N if keep_logits else chunk_bytes // (4 * V))
     lse = torch.empty(N, dtype=torch.float32, device=h.device)
     pz = torch.empty_like(lse) if entropy else None
     kept = torch.empty(N, V, dtype=dtype, device=h.device) if keep_logits else None
@@ -167,4 +167,3 @@ def _matmul_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate
         out += a @ b
     else:
         out.copy_(a @ b)
-
