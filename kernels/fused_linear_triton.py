@@ -35,15 +35,19 @@ class LinearConfig:
     num_stages: int = 3
 
 
-def default_config(rows: int, cols: int, K: int) -> LinearConfig:
+CHUNK_ELEMENTS = 8192      # weight elements one single-row program holds per K-chunk
+
+
+def default_config(rows: int, K: int, weights_per_column: int = 1) -> LinearConfig:
     """Block sizes from a sweep on an H100 (`python -m bench.kernels --only fused_linear --sweep`,
-    Qwen2.5-0.5B and 3B projections). One row: few columns per program and long K-chunks, so that
-    even an 896-column matrix spreads over every SM and each program keeps many bytes in flight;
-    more rows: tl.dot's 16-row tiles."""
+    Qwen2.5-0.5B and 3B projections, with the double-buffered loop and PDL). One row: K-chunks of
+    up to 2,048 and as many columns (at most 4) as keep a chunk at CHUNK_ELEMENTS weights, where a
+    gate/up pair (`weights_per_column` 2) counts twice; 8 warps where K takes several chunks (the
+    down projections). More rows: tl.dot's 16-row tiles."""
     if rows == 1:
         block_k = min(2048, triton.next_power_of_2(K))
-        return LinearConfig(block_n=2 if cols <= 4096 else 4, block_k=block_k,
-                            num_warps=8 if block_k >= 2048 else 4)
+        block_n = max(1, min(4, CHUNK_ELEMENTS // (block_k * weights_per_column)))
+        return LinearConfig(block_n=block_n, block_k=block_k, num_warps=8 if K > block_k else 4)
     return LinearConfig(block_n=32, block_k=min(256, max(16, triton.next_power_of_2(K))))
 
 
@@ -173,7 +177,7 @@ def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=No
         raise ValueError("fused_linear_triton: x needs unit stride along K and the weights must be contiguous")
     Ns = [w.shape[0] for w in weights]
     n_out = Ns[0] if silu_mul else sum(Ns)
-    config = config or default_config(B, n_out, K)
+    config = config or default_config(B, K, weights_per_column=2 if silu_mul else 1)
     if B > 1 and config.block_n < 16:
         raise ValueError(f"fused_linear_triton: block_n {config.block_n} < 16 with {B} rows (tl.dot needs 16)")
     out = torch.empty((B, n_out), dtype=torch.float32 if out_float else x.dtype, device=x.device)
