@@ -16,7 +16,6 @@ Each chunk goes to the reward pool as soon as it is decoded, so scoring overlaps
 from __future__ import annotations
 
 import functools
-
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable

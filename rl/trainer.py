@@ -24,9 +24,10 @@ One RL step:
 
 Precision: fp32 master weights. `precision="bf16"` (the default on CUDA) runs forward/backward
 under bf16 autocast, with the residual stream in bf16 as in the bf16 copies of the policy that
-generate and serve as the reference, and AdamW's fused kernel. The reference model is frozen (never in an optimiser, no grads) and sharded like the
-policy. `compile_blocks` runs every transformer block through torch.compile (inside gradient
-checkpointing, under FSDP2's hooks); `keep_head_logits` keeps the LM head's logits for backward.
+generate and serve as the reference, and AdamW's fused kernel. The reference model is frozen
+(never in an optimiser, no grads) and sharded like the policy. `compile_blocks` runs every
+transformer block through torch.compile (inside gradient checkpointing, under FSDP2's hooks);
+`keep_head_logits` keeps the LM head's logits for backward.
 """
 from __future__ import annotations
 
