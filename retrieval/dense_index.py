@@ -3,6 +3,7 @@
     from retrieval.dense_index import ExactIndex, DenseRetriever
     index = ExactIndex(doc_emb, doc_ids)                      # doc_emb [N, D] float32 (CPU)
     index = ExactIndex(doc_emb, doc_ids, threads=2)           # CPU: 2 query chunks at once (BLAS 1 thread)
+    index = ExactIndex(doc_emb, doc_ids, prefilter=False)     # CPU: no bf16 first pass (no bf16 copy)
     index = ExactIndex(doc_emb, doc_ids, device="cuda", dtype=torch.float16)   # GPU, half storage
     scores, rows = index.search_embeddings(query_emb, k=10)   # [Q, k] each, best first
     ret = DenseRetriever.build(encoder, doc_ids, texts, model="all-MiniLM-L6-v2")   # encodes the corpus
@@ -13,11 +14,13 @@ Search is a blocked matmul + top k: the documents are split into blocks of `bloc
 each block gives a block of queries' scores and a running top k merges the blocks, so memory
 stays at query_block x block_size scores whatever N is: the same exact work as faiss IndexFlatIP.
 fp32 on the CPU runs in numpy (retrieval/exact_topk.py: BLAS, a faiss-style running threshold,
-`threads` chunks of queries in parallel, BLAS then best single-threaded); elsewhere torch's
-matmul + topk per block. Embeddings may be stored in fp16/bf16 on a GPU (half the memory and
-bandwidth); scores are returned in fp32. Saved retrievers keep the embeddings as an .npy
-(memory-mapped on load), the doc ids, and the encoder's name and spec, so `load` can encode
-queries the same way.
+`threads` chunks of queries in parallel, BLAS then best single-threaded), where the CPU has bf16
+dot products and k is small next to N through a bf16 first pass whose shortlist is rescored in
+fp32 (retrieval/bf16_prefilter.py: same results, a bf16 copy of the embeddings made at the first
+such search); elsewhere torch's matmul + topk per block. Embeddings may be stored in fp16/bf16 on
+a GPU (half the memory and bandwidth); scores are returned in fp32. Saved retrievers keep the
+embeddings as an .npy (memory-mapped on load), the doc ids, and the encoder's name and spec, so
+`load` can encode queries the same way.
 """
 from __future__ import annotations
 
@@ -27,13 +30,15 @@ from pathlib import Path
 import torch
 
 from .bert_encoder import DenseEncoder, EncoderSpec, load_encoder
+from .bf16_prefilter import Bf16Prefilter, native_bf16, pays_off
 from .exact_topk import top_k_inner_product
 from .index_store import StringTable, check_doc_ids, read_index, write_index
 
 
 class ExactIndex:
     def __init__(self, embeddings, doc_ids, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 block_size: int | None = None, query_block: int = 4096, threads: int = 1):
+                 block_size: int | None = None, query_block: int = 4096, threads: int = 1,
+                 prefilter: bool | None = None):
         emb = torch.as_tensor(embeddings)
         if emb.ndim != 2:
             raise ValueError(f"embeddings must be [N, D], not of shape {tuple(emb.shape)}")
@@ -46,6 +51,10 @@ class ExactIndex:
         self.block_size = block_size or (8192 if self.device.type == "cpu" else 262144)
         self.query_block = query_block
         self.threads = threads          # CPU fp32: query chunks searched at once (exact_topk)
+        # CPU fp32: a bf16 first pass where it pays (None: where the CPU has bf16 dot products)
+        self.prefilter = (self.device.type == "cpu" and self.embeddings.dtype == torch.float32
+                          and (native_bf16() if prefilter is None else prefilter))
+        self._bf16: Bf16Prefilter | None = None
 
     @property
     def device(self) -> torch.device:
@@ -63,7 +72,12 @@ class ExactIndex:
         # fp32 on the CPU: numpy's BLAS (OpenBLAS in the numpy wheels) does the product; torch's
         # MKL sgemm measured 1.5x slower on AMD EPYC (our CI hosts), and both are exact fp32.
         if self.device.type == "cpu" and q.dtype == torch.float32:
-            s, r = top_k_inner_product(q.numpy(), self.embeddings.numpy(), k, self.block_size, self.threads)
+            docs = self.embeddings.numpy()
+            prefilter = self.prefilter and pays_off(k, len(docs))
+            if prefilter and self._bf16 is None:
+                self._bf16 = Bf16Prefilter(docs)
+            s, r = top_k_inner_product(q.numpy(), docs, k, self.block_size, self.threads,
+                                       prefilter=self._bf16 if prefilter else None)
             return torch.from_numpy(s), torch.from_numpy(r)
         best_s = best_r = None
         for start in range(0, self.embeddings.shape[0], self.block_size):

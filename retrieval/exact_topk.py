@@ -192,11 +192,26 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="exact_topk")
 
 
+def _search_chunk_prefiltered(q: np.ndarray, docs: np.ndarray, k: int, block_size: int, prefilter):
+    """_search_chunk through a bf16 first pass (retrieval/bf16_prefilter.py); the queries whose
+    shortlist it cannot vouch for are searched again in fp32."""
+    scores, rows, sure = prefilter.search(q, k, block_size)
+    unsure = np.flatnonzero(~sure)
+    if len(unsure):
+        scores[unsure], rows[unsure] = _search_chunk(q[unsure], docs, k, block_size, sample=True)
+    return scores, rows
+
+
 def top_k_inner_product(queries: np.ndarray, docs: np.ndarray, k: int, block_size: int = 8192,
-                        threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                        threads: int = 1, prefilter=None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top k of queries [Q, D] against docs [N, D] (float32, 1 <= k <= N) by inner product:
-    (scores float32 [Q, k], rows int64 [Q, k]) best first; `threads` chunks of queries at once."""
-    scores, rows = search_chunks(lambda q: _search_chunk(q, docs, k, block_size, sample=True), queries, threads)
+    (scores float32 [Q, k], rows int64 [Q, k]) best first; `threads` chunks of queries at once.
+    `prefilter`: a Bf16Prefilter of docs, used where it `handles(k)`; the result is the same."""
+    if prefilter is not None and prefilter.handles(k):
+        search = lambda q: _search_chunk_prefiltered(q, docs, k, block_size, prefilter)
+    else:
+        search = lambda q: _search_chunk(q, docs, k, block_size, sample=True)
+    scores, rows = search_chunks(search, queries, threads)
     short = np.flatnonzero(rows[:, -1] < 0)             # a sampled threshold above the k-th best
     if len(short):
         scores[short], rows[short] = _search_chunk(queries[short], docs, k, block_size, sample=False)

@@ -98,17 +98,23 @@ def differences_outside_ties(rows: np.ndarray, ref_rows: np.ndarray, ref_scores:
 # starts at -inf (the first block holds fewer than k); 2500 and 300: k > block.
 @pytest.mark.parametrize("k, block_size", [(10, 3000), (1000, 3000), (2500, 1000), (300, 200)])
 def test_exact_index_equals_faiss_flat_ip(k, block_size, threads):
-    faiss = pytest.importorskip("faiss")          # absent on the GPU machine; always here (CI)
     docs, queries = _random_unit(20_000, 384, 0), _random_unit(200, 384, 1)
-    ref = faiss.IndexFlatIP(384)
+    index = ExactIndex(docs, [str(i) for i in range(len(docs))], block_size=block_size, query_block=128,
+                       threads=threads, prefilter=False)  # 2 query blocks, the second of 72: one chunk
+    assert_equals_faiss_flat_ip(index, docs, queries, k, f"k={k} threads={threads}")
+
+
+def assert_equals_faiss_flat_ip(index: ExactIndex, docs: np.ndarray, queries: np.ndarray, k: int, label: str):
+    """index's top k for queries equals faiss IndexFlatIP's over docs: scores within 1e-5, ids
+    outside ties."""
+    faiss = pytest.importorskip("faiss")          # absent on the GPU machine; always here (CI)
+    ref = faiss.IndexFlatIP(docs.shape[1])
     ref.add(docs)
     ref_scores, ref_rows = ref.search(queries, k + 1)    # the (k+1)-th shows a tie at the cut
-    index = ExactIndex(docs, [str(i) for i in range(len(docs))], block_size=block_size, query_block=128,
-                       threads=threads)                 # 2 query blocks, the second of 72: one chunk
     scores, rows = index.search_embeddings(queries, k)
     np.testing.assert_allclose(scores.numpy(), ref_scores[:, :k], atol=1e-5)
     diffs = differences_outside_ties(rows.numpy(), ref_rows, ref_scores)
-    print(f"\nk={k} threads={threads}: {queries.shape[0]} queries, {diffs} id differences outside ties")
+    print(f"\n{label}: {queries.shape[0]} queries, {diffs} id differences outside ties")
     assert diffs == 0
 
 
