@@ -131,7 +131,8 @@ def bench_search(args, faiss) -> None:
                           **{f"{name}_qps": round(v, 1) for name, v in qps.items()}}
                 if "faiss" in qps:
                     record["speedup"] = round(qps["ours"] / qps["faiss"], 3)
-                record["bf16_prefilter"] = ours["ours"].prefilter and pays_off(k, n_docs)
+                chunk = len(queries) // threads                    # each thread's queries
+                record["bf16_prefilter"] = ours["ours"].prefilter and pays_off(k, n_docs, chunk)
                 print(f"search docs={n_docs} k={k} threads={threads} ({timing} time): " +
                       "  ".join(f"{name} {v:,.0f} q/s" for name, v in qps.items()) +
                       (f"  speedup {record['speedup']:.2f}x" if "speedup" in record else ""))

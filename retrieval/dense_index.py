@@ -73,7 +73,7 @@ class ExactIndex:
         # MKL sgemm measured 1.5x slower on AMD EPYC (our CI hosts), and both are exact fp32.
         if self.device.type == "cpu" and q.dtype == torch.float32:
             docs = self.embeddings.numpy()
-            prefilter = self.prefilter and pays_off(k, len(docs))
+            prefilter = self.prefilter and pays_off(k, len(docs), len(q))
             if prefilter and self._bf16 is None:
                 self._bf16 = Bf16Prefilter(docs)
             s, r = top_k_inner_product(q.numpy(), docs, k, self.block_size, self.threads,

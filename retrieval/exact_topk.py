@@ -206,11 +206,13 @@ def top_k_inner_product(queries: np.ndarray, docs: np.ndarray, k: int, block_siz
                         threads: int = 1, prefilter=None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top k of queries [Q, D] against docs [N, D] (float32, 1 <= k <= N) by inner product:
     (scores float32 [Q, k], rows int64 [Q, k]) best first; `threads` chunks of queries at once.
-    `prefilter`: a Bf16Prefilter of docs, used where it `handles(k)`; the result is the same."""
-    if prefilter is not None and prefilter.handles(k):
-        search = lambda q: _search_chunk_prefiltered(q, docs, k, block_size, prefilter)
-    else:
-        search = lambda q: _search_chunk(q, docs, k, block_size, sample=True)
+    `prefilter`: a Bf16Prefilter of docs, used for a chunk of queries where it `handles` it; the
+    result is the same."""
+    def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if prefilter is not None and prefilter.handles(k, len(q)):
+            return _search_chunk_prefiltered(q, docs, k, block_size, prefilter)
+        return _search_chunk(q, docs, k, block_size, sample=True)
+
     scores, rows = search_chunks(search, queries, threads)
     short = np.flatnonzero(rows[:, -1] < 0)             # a sampled threshold above the k-th best
     if len(short):

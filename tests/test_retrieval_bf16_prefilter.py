@@ -34,7 +34,7 @@ def test_error_bound_covers_every_bf16_score():
 @pytest.mark.parametrize("k", [1, 10, 40])
 def test_prefiltered_search_equals_faiss(k, threads):
     docs, queries = _random_unit(20_000, 384, 10), _random_unit(300, 384, 11)
-    assert pays_off(k, len(docs))
+    assert pays_off(k, len(docs), len(queries) // threads)
     # block 3,000: several blocks, so the bf16 pass's running threshold is exercised too
     index = ExactIndex(docs, list(range(len(docs))), block_size=3000, threads=threads, prefilter=True)
     assert_equals_faiss_flat_ip(index, docs, queries, k, f"bf16 first pass, k={k} threads={threads}")
@@ -64,10 +64,11 @@ def test_unsure_queries_are_searched_again_in_fp32(monkeypatch):
 
 
 def test_exact_index_builds_the_bf16_copy_only_where_it_pays():
-    docs, queries = _random_unit(5000, 32, 15), _random_unit(8, 32, 16)
+    docs, queries = _random_unit(5000, 32, 15), _random_unit(128, 32, 16)
     index = ExactIndex(docs, list(range(len(docs))), prefilter=True)
     assert shortlist(100) * 128 > len(docs)
-    index.search_embeddings(queries, 100)
+    index.search_embeddings(queries, 100)               # k too large for the corpus
+    index.search_embeddings(queries[:8], 5)             # too few query-document pairs
     assert index._bf16 is None
     index.search_embeddings(queries, 5)
     assert index._bf16 is not None
