@@ -224,15 +224,16 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: Sampl
         ids, mask = (torch.cat([t, t[:1].expand(rows - B, -1)]) for t in (ids, mask))   # [rows, P]
         decoder = fast_decode.decoder_for(model, rows, P + N, params, pad_token_id, cuda_graphs,
                                           lambda: StepOutputs.allocate(rows, params, pad_token_id, device))
-        cache = decoder.new_cache()
     else:
         decoder = EagerDecoder(model, params, sample_fn, StepOutputs.allocate(B, params, pad_token_id, device))
-        cache = KVCache.allocate(model.cfg, B, P + N, model.dtype, device)
     out = decoder.out
     out.reset(active_rows=B)
-    # Left padding puts every row's last prompt token in slot P-1: one logit row per sequence.
-    hidden = model.forward_hidden(ids, mask if ragged else None, kv_cache=cache)[:, -1]   # [B, C]
-    decoder.start(model.logits(hidden), cache, generator)                   # token 0
+    if fast:
+        logits, cache = decoder.prefill(model, ids, mask if ragged else None)      # [rows, V]
+    else:
+        cache = KVCache.allocate(model.cfg, B, P + N, model.dtype, device)
+        logits = fast_decode.prefill_logits(model, ids, mask if ragged else None, cache)   # [B, V]
+    decoder.start(logits, cache, generator)                                 # token 0
     steps = 1
     while steps < N and not (steps % params.sync_every == 0 and bool(out.done.all())):
         decoder.step()

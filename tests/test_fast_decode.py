@@ -282,3 +282,31 @@ def test_gpu_pdl_changes_no_token(model_bf16, batch, monkeypatch):
     assert fast_decode._DECODERS[model_bf16].key.pdl is False        # rebuilt without PDL
     for out in (with_pdl, with_pdl_eager):
         assert torch.equal(out.tokens, without.tokens) and torch.equal(out.logprobs, without.logprobs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lengths", [(40, 40, 40), (40, 17, 33)])       # one prompt length; ragged
+def test_gpu_prefill_graph_replays_what_runs_eagerly(model_bf16, lengths):
+    """At a few rows the prefill is captured when a prompt shape comes twice in a row, and replayed:
+    other prompts of that shape give the same tokens and log-probs, bit for bit, as the call
+    without graphs. A shape seen once runs eagerly and leaves the graph alone."""
+    def prompts(seed):
+        g = torch.Generator().manual_seed(seed)
+        return [torch.randint(100, QWEN25_05B["vocab_size"], (n,), generator=g).tolist() for n in lengths]
+    params = SamplingParams(max_new_tokens=16, temperature=1.0)
+    fast_decode.release(model_bf16)
+    generate(model_bf16, prompts(4), params, pad_token_id=PAD, seed=0)             # eager
+    decoder = fast_decode._DECODERS[model_bf16]
+    assert decoder.prefill_graph is None
+    generate(model_bf16, prompts(5), params, pad_token_id=PAD, seed=0)             # runs and captures
+    captured = decoder.prefill_graph
+    assert captured is not None and (captured.mask is None) == (len(set(lengths)) == 1)
+    replayed = generate(model_bf16, prompts(6), params, pad_token_id=PAD, seed=0)
+    assert fast_decode._DECODERS[model_bf16] is decoder and decoder.prefill_graph is captured
+    longer = prompts(6) + [[101] * 60]
+    generate(model_bf16, longer, params, pad_token_id=PAD, seed=0)                # a new shape, once
+    assert fast_decode._DECODERS[model_bf16] is decoder and decoder.prefill_graph is captured
+    generate(model_bf16, longer, params, pad_token_id=PAD, seed=0)                # twice: captured
+    assert decoder.prefill_graph is not captured and decoder.prefill_graph.ids.shape == (4, 60)
+    plain = generate(model_bf16, prompts(6), params, pad_token_id=PAD, seed=0, cuda_graphs=False)
+    assert torch.equal(replayed.tokens, plain.tokens) and torch.equal(replayed.logprobs, plain.logprobs)
