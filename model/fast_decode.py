@@ -139,23 +139,36 @@ class PrefillGraph(NamedTuple):
     logits: torch.Tensor           # [rows, V] static output
 
 
-def _capture_prefill(model: Transformer, ids, mask, cache: KVCache, shape) -> tuple[torch.Tensor, PrefillGraph]:
-    """Run the prefill eagerly on a side stream (its logits are this call's), then record it into
-    a graph over static copies of the inputs, starting from an empty cache (capture runs nothing,
-    so the eager run's cache stays as it left it)."""
-    ids, mask = ids.clone(), None if mask is None else mask.clone()
-    dev = ids.device
-    with torch.cuda.device(dev):
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
+def _run_then_capture(device: torch.device, run: Callable, what: str):
+    """(run()'s result, a CUDA graph of run(), the graph's output): run() once eagerly on a side
+    stream (compiles the Triton kernels, warms cuBLAS; its result is this call's), then record it
+    (capture runs nothing, so the eager run's effects stay as they are) for later calls to replay."""
+    with torch.cuda.device(device):
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            logits = prefill_logits(model, ids, mask, cache)
-        torch.cuda.current_stream(dev).wait_stream(side)
-        length, cache.length = cache.length, 0           # a replay starts from an empty cache
+            result = run()
+        torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            static_logits = prefill_logits(model, ids, mask, cache)
-        cache.length = length
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                captured = run()
+        except RuntimeError as exc:
+            raise RuntimeError(f"CUDA graph capture of {what} failed: {exc}\n"
+                               "generate(..., cuda_graphs=False) runs the same kernels without a graph") from exc
+    return result, graph, captured
+
+
+def _capture_prefill(model: Transformer, ids, mask, cache: KVCache, shape) -> tuple[torch.Tensor, PrefillGraph]:
+    """The prefill run eagerly (its logits are this call's) and recorded over static copies of the
+    inputs, both from an empty cache."""
+    ids, mask = ids.clone(), None if mask is None else mask.clone()
+
+    def run() -> torch.Tensor:
+        cache.length = 0           # the host side of an empty cache; the forward sets it to P again
+        return prefill_logits(model, ids, mask, cache)
+
+    logits, graph, static_logits = _run_then_capture(ids.device, run, "the prefill")
     return logits, PrefillGraph(shape, graph, ids, mask, static_logits)
 
 
@@ -307,20 +320,5 @@ class FastDecoder:
         return y.reshape(y.shape[0], -1)
 
     def _capture(self) -> None:
-        """Run this step eagerly on a side stream (compiles the Triton kernels, warms cuBLAS), then
-        record it (capture runs nothing) for every later step to replay."""
-        dev = self.k.device
-        with torch.cuda.device(dev):
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side):
-                self._body()
-            torch.cuda.current_stream(dev).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    self._body()
-            except RuntimeError as exc:
-                raise RuntimeError(f"CUDA graph capture of the decode step failed: {exc}\n"
-                                   "generate(..., cuda_graphs=False) runs the same kernels without a graph") from exc
-        self.graph = graph
+        """Run this step eagerly, then record it for every later step to replay."""
+        _, self.graph, _ = _run_then_capture(self.k.device, self._body, "the decode step")
