@@ -3,8 +3,8 @@ torch.compile'd (and decode attention also against SDPA with a mask, what the mo
 without the kernel), and against the HBM bandwidth measured in the same run.
 
     python -m bench.kernels                          # all kernels
-    python -m bench.kernels --only decode_attention  # one or more of: rmsnorm rope rope_cache
-                                                     #   decode_attention sample fused_linear logit_stats
+    python -m bench.kernels --only decode_attention  # one or more of: rmsnorm rope rope_cache qkv_rope_cache
+                                                     #   decode_attention sample fused_linear record_step logit_stats
     python -m bench.kernels --only fused_linear --sweep   # + every block config, to tune the defaults
 
 Every time is a CUDA-graph replay of many calls (triton.testing.do_bench_cudagraph), so Python
@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from bench.results_log import append_result
 
 DEVICE = torch.device("cuda")
-KERNELS = ("rmsnorm", "rope", "rope_cache", "decode_attention", "sample", "fused_linear", "logit_stats")
+KERNELS = ("rmsnorm", "rope", "rope_cache", "qkv_rope_cache", "decode_attention", "sample", "fused_linear",
+           "record_step", "logit_stats")
 QWEN_VOCAB = 151_936
 MODELS = {"0.5B": dict(hidden=896, H_q=14, H_kv=2, D=64, ffn=4864),
           "3B": dict(hidden=2048, H_q=16, H_kv=2, D=128, ffn=11008)}
@@ -99,6 +100,61 @@ def _rope_cache_case(model: str, B: int) -> Case:
     return Case("rope_cache", f"{model} B={B}", dict(B=B, H_q=H_q, H_kv=H_kv, D=D),
                 2 * _nbytes(qkv) + 2 * B * D * 4 + _nbytes(pos),
                 lambda: rope_cache_triton(*args), lambda: rope_cache_reference(*args), {})
+
+
+def _qkv_rope_cache_case(model: str, rows: int) -> Case:
+    """The decode layer's attention input in one kernel; baseline: the two Triton kernels it fuses
+    (fused_linear's qkv, then rope_cache)."""
+    from kernels.fused_linear_triton import fused_linear_triton
+    from kernels.qkv_rope_cache import qkv_rope_cache_reference
+    from kernels.qkv_rope_cache_triton import qkv_rope_cache_triton
+    from kernels.rope_cache_triton import rope_cache_triton
+    m = MODELS[model]
+    C, H_q, H_kv, D = m["hidden"], m["H_q"], m["H_kv"], m["D"]
+
+    def t(*shape):
+        return 0.05 * torch.randn(*shape, device=DEVICE, dtype=torch.bfloat16)
+
+    x, nw = t(rows, C), 1 + t(C)
+    weights = (t(H_q * D, C), t(H_kv * D, C), t(H_kv * D, C))
+    biases = tuple(t(w.shape[0]) for w in weights)
+    kc, vc = torch.zeros(2, rows, H_kv, 512, D, device=DEVICE, dtype=torch.bfloat16)
+    cos, sin = torch.randn(2, 512, D, device=DEVICE)
+    pos, slot = torch.randint(0, 512, (rows,), device=DEVICE), torch.tensor([100], device=DEVICE)
+    tail = (cos, sin, pos, kc, vc, slot)
+
+    def two_kernels():
+        qkv = fused_linear_triton(x, weights, biases, norm_weight=nw, eps=1e-6)
+        q, k, v = (u.view(rows, -1, D) for u in qkv.split((H_q * D, H_kv * D, H_kv * D), dim=-1))
+        return rope_cache_triton(q, k, v, *tail)
+
+    return Case("qkv_rope_cache", f"{model} rows={rows}", dict(rows=rows, K=C, H_q=H_q, H_kv=H_kv, D=D),
+                _nbytes(*weights, *biases, x, nw) + rows * (H_q + 2 * H_kv) * D * 2,
+                lambda: qkv_rope_cache_triton(x, weights, biases, nw, 1e-6, *tail),
+                lambda: qkv_rope_cache_reference(x, weights, biases, nw, 1e-6, *tail),
+                {"fused_linear+rope_cache": two_kernels})
+
+
+def _record_step_case(B: int) -> Case:
+    from kernels.record_step import record_step_reference
+    from kernels.record_step_triton import record_step_triton
+    ids, lengths, last = torch.randint(0, QWEN_VOCAB, (3, B), device=DEVICE)
+    logprobs = -torch.rand(B, device=DEVICE)
+    tokens = torch.zeros(B, 512, dtype=torch.long, device=DEVICE)
+    logprobs_out = torch.zeros(B, 512, device=DEVICE)
+    done = torch.zeros(B, dtype=torch.bool, device=DEVICE)
+    # a graph replays the call many times: the column stays in range because step is reset
+    step, stops = torch.zeros(1, dtype=torch.long, device=DEVICE), torch.tensor([151643, 151645], device=DEVICE)
+    counters = (torch.zeros(1, dtype=torch.long, device=DEVICE), torch.zeros(B, dtype=torch.long, device=DEVICE),
+                torch.zeros(B, dtype=torch.int32, device=DEVICE))
+    args = (ids, logprobs, tokens, logprobs_out, lengths, done, step, stops, 0, last, counters)
+
+    def run(fn):
+        step.zero_()
+        fn(*args)
+
+    return Case("record_step", f"B={B}", dict(B=B), B * (8 + 4 + 8 + 4 + 8 + 1 + 8 + 8 + 4) * 2,
+                lambda: run(record_step_triton), lambda: run(record_step_reference), {})
 
 
 def _fused_linear_case(model: str, rows: int, call: str) -> Case:
@@ -206,6 +262,8 @@ CASES = {
         ("0.5B", 128, 4096, 0), ("3B", 128, 4096, 0))),
     "sample": lambda: (_sample_case(*c) for c in ((1, 1.0), (64, 1.0), (128, 1.0), (64, 0.0))),
     "rope_cache": lambda: (_rope_cache_case(*c) for c in (("0.5B", 1), ("3B", 1), ("3B", 64))),
+    "qkv_rope_cache": lambda: (_qkv_rope_cache_case(*c) for c in (("0.5B", 1), ("3B", 1), ("3B", 16))),
+    "record_step": lambda: (_record_step_case(B) for B in (1, 64, 128)),
     "fused_linear": lambda: (_fused_linear_case(model, rows, call) for model in MODELS
                              for rows in ((1,) if SWEEP else (1, 16))
                              for call in ("qkv", "o", "gate_up", "down", "head")),

@@ -9,10 +9,12 @@ Every kernel comes as three functions with one signature:
     rmsnorm           RMSNorm in fp32, optionally fused with the residual add
     rope              rotary embedding of q and k in one launch (HF rotate_half convention)
     rope_cache        rope of one decode token's q and k, k and v written into the KV cache
+    qkv_rope_cache    fused_linear's q/k/v projection and rope_cache in one kernel (one decode row)
     decode_attention  one new token against the static KV cache, GQA, split-K (flash-decoding)
     fused_linear      decode GEMV (<= 16 rows): RMSNorm before, bias / SiLU-gate / residual after,
                       q, k, v (or gate, up) in one launch
     sample            greedy / temperature / top-k / top-p sampling with no host sync
+    record_step       the end of a decode step: record the samples, mark stopped rows, bump counters
     logit_stats       log-sum-exp, target logit and entropy sum of LM-head logits, and their
                       gradient, in one pass each (the RL loss's response head, rl/response_head.py)
 

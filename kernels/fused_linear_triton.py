@@ -96,6 +96,42 @@ def _accumulate(acc, xv, w, USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr):
 
 
 @triton.jit
+def _first_chunks(w_ptr, cols, N, w2_ptr, cols2, N2, K, TWO: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The first K-chunk of W[cols] (and of W2[cols2] with TWO), [BLOCK_N, BLOCK_K] each. Loaded
+    before waiting for the previous kernel (kernels/pdl_triton.py): weights never change during a
+    decode step."""
+    k = tl.arange(0, BLOCK_K)
+    w = _w_chunk(w_ptr, cols, k, N, K)
+    w2 = _w_chunk(w2_ptr, cols2, k, N2, K) if TWO else w
+    return w, w2
+
+
+@triton.jit
+def _project(x_ptr, nw_ptr, stride_xb, rows, B, K, eps, w, w_ptr, cols, N, w2, w2_ptr, cols2, N2,
+             TWO: tl.constexpr, HAS_NORM: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+             BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr):
+    """(acc, acc2) [BLOCK_B, BLOCK_N] fp32: x[rows] (RMSNorm'ed when HAS_NORM) times W[cols].T and,
+    with TWO, times W2[cols2].T (gate and up, or the two halves of a RoPE pair), sharing the x
+    chunks. w, w2: `_first_chunks`; each iteration loads the next chunk before using this one."""
+    rstd = tl.zeros([BLOCK_B], tl.float32)
+    if HAS_NORM:
+        rstd = _rms_inv(x_ptr, stride_xb, rows, B, K, eps, BLOCK_B, BLOCK_K)
+    acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+    acc2 = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        xv = _x_chunk(x_ptr, nw_ptr, stride_xb, rows, k, B, K, rstd, HAS_NORM)
+        w_next = _w_chunk(w_ptr, cols, k + BLOCK_K, N, K)
+        acc = _accumulate(acc, xv, w, USE_DOT, DOT_FP32)
+        w = w_next
+        if TWO:
+            w2_next = _w_chunk(w2_ptr, cols2, k + BLOCK_K, N2, K)
+            acc2 = _accumulate(acc2, xv, w2, USE_DOT, DOT_FP32)
+            w2 = w2_next
+    return acc, acc2
+
+
+@triton.jit
 def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
                          B, K, N0, N1, N2, eps, stride_xb, stride_rb, stride_ob,
                          NUM_W: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -127,43 +163,42 @@ def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr
     dt = x_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_B)
     cols = n_start + tl.arange(0, BLOCK_N)
-    # The first weight chunk is loaded before waiting for the previous kernel (x is its output):
-    # weights never change during a decode step. Each iteration then loads the next chunk before
-    # using this one.
-    k = tl.arange(0, BLOCK_K)
-    w = _w_chunk(w_ptr, cols, k, N, K)                                     # [BLOCK_N, BLOCK_K]
-    w_up = _w_chunk(w1_ptr, cols, k, N, K) if SILU_MUL else w
-    wait_for_previous(USE_PDL)
-    rstd = tl.zeros([BLOCK_B], tl.float32)
-    if HAS_NORM:
-        rstd = _rms_inv(x_ptr, stride_xb, rows, B, K, eps, BLOCK_B, BLOCK_K)
-    acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-    acc_up = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        xv = _x_chunk(x_ptr, nw_ptr, stride_xb, rows, k, B, K, rstd, HAS_NORM)
-        w_next = _w_chunk(w_ptr, cols, k + BLOCK_K, N, K)
-        acc = _accumulate(acc, xv, w, USE_DOT, DOT_FP32)
-        w = w_next
-        if SILU_MUL:
-            up_next = _w_chunk(w1_ptr, cols, k + BLOCK_K, N, K)
-            acc_up = _accumulate(acc_up, xv, w_up, USE_DOT, DOT_FP32)
-            w_up = up_next
     cmask = cols < N
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
-        if SILU_MUL:
-            acc_up += tl.load(b1_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
-    y = acc.to(dt).to(tl.float32)                                          # F.linear's rounding
-    if SILU_MUL:
-        gate_act = (y * tl.sigmoid(y)).to(dt).to(tl.float32)
-        y = (gate_act * acc_up.to(dt).to(tl.float32)).to(dt).to(tl.float32)
     mask = (rows[:, None] < B) & cmask[None, :]
     out_cols = out_col + cols
+    w, w_up = _first_chunks(w_ptr, cols, N, w1_ptr, cols, N, K, SILU_MUL, BLOCK_K)
+    wait_for_previous(USE_PDL)                                             # x is the previous kernel's output
+    # the epilogue's loads first: their latency then hides behind the projection
+    r = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
     if HAS_RES:
-        r = tl.load(res_ptr + rows[:, None] * stride_rb + out_cols[None, :], mask=mask, other=0.0)
-        y = (r.to(tl.float32) + y).to(dt).to(tl.float32)
+        r = tl.load(res_ptr + rows[:, None] * stride_rb + out_cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    bias = tl.zeros([BLOCK_N], tl.float32)
+    bias_up = tl.zeros([BLOCK_N], tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+        if SILU_MUL:
+            bias_up = tl.load(b1_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    acc, acc_up = _project(x_ptr, nw_ptr, stride_xb, rows, B, K, eps, w, w_ptr, cols, N, w_up, w1_ptr, cols, N,
+                           SILU_MUL, HAS_NORM, BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, DOT_FP32)
+    y = (acc + bias[None, :]).to(dt).to(tl.float32)                       # F.linear's rounding
+    if SILU_MUL:
+        gate_act = (y * tl.sigmoid(y)).to(dt).to(tl.float32)
+        y = (gate_act * (acc_up + bias_up[None, :]).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+    if HAS_RES:
+        y = (r + y).to(dt).to(tl.float32)
     tl.store(out_ptr + rows[:, None] * stride_ob + out_cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def launch_options(x: torch.Tensor, config: LinearConfig, who: str) -> dict:
+    """The block constexprs and launch options of a `_project` kernel for x [B, K] under `config`:
+    one row on the CUDA cores, more rows through tl.dot (16-row tiles; fp32 dots under the CPU
+    interpreter, whose bf16 dot is wrong)."""
+    B = x.shape[0]
+    if B > 1 and config.block_n < 16:
+        raise ValueError(f"{who}: block_n {config.block_n} < 16 with {B} rows (tl.dot needs 16)")
+    return dict(BLOCK_B=1 if B == 1 else 16, BLOCK_N=config.block_n, BLOCK_K=config.block_k, USE_DOT=B > 1,
+                DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
+                num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=None, eps: float = 0.0,
@@ -178,8 +213,6 @@ def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=No
     Ns = [w.shape[0] for w in weights]
     n_out = Ns[0] if silu_mul else sum(Ns)
     config = config or default_config(B, K, weights_per_column=2 if silu_mul else 1)
-    if B > 1 and config.block_n < 16:
-        raise ValueError(f"fused_linear_triton: block_n {config.block_n} < 16 with {B} rows (tl.dot needs 16)")
     out = torch.empty((B, n_out), dtype=torch.float32 if out_float else x.dtype, device=x.device)
     ws = list(weights) + [weights[0]] * (3 - len(weights))                  # unused slots: any valid pointer
     has_bias = biases is not None and any(b is not None for b in biases)
@@ -195,7 +228,5 @@ def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=No
         x.stride(0), res.stride(0), out.stride(0),
         NUM_W=len(weights), HAS_NORM=norm_weight is not None, HAS_BIAS=has_bias,
         HAS_RES=residual is not None, SILU_MUL=silu_mul,
-        BLOCK_B=1 if B == 1 else 16, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-        USE_DOT=B > 1, DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
-        num_warps=config.num_warps, num_stages=config.num_stages, **pdl)
+        **launch_options(x, config, "fused_linear_triton"), **pdl)
     return out

@@ -22,6 +22,20 @@ from kernels import use_triton
 from kernels.rope import rope_reference
 
 
+def check_cache_args(who: str, B: int, H_kv: int, D: int, dtype, cos, sin, positions, k_cache, v_cache,
+                     slot) -> None:
+    """Raise a ValueError that says what does not fit one decode token's k/v of [B, H_kv, D] in `dtype`
+    (shared by the Triton launchers that write the cache)."""
+    if k_cache.shape[:2] != (B, H_kv) or k_cache.shape[3] != D or v_cache.shape != k_cache.shape \
+            or k_cache.stride() != v_cache.stride() or k_cache.dtype != dtype:
+        raise ValueError(f"{who}: caches {tuple(k_cache.shape)} / {tuple(v_cache.shape)} {k_cache.dtype} "
+                         f"do not fit k [{B}, {H_kv}, {D}] {dtype}")
+    if D % 2 or cos.shape[-1] != D or sin.shape != cos.shape or positions.shape != (B,) or slot.shape != (1,):
+        raise ValueError(f"{who}: need even D with cos/sin [P, {D}], positions [{B}] and slot [1]")
+    if any(t.stride(-1) != 1 for t in (cos, sin, k_cache)):
+        raise ValueError(f"{who}: cos, sin and the caches need unit stride along the last dimension")
+
+
 def rope_cache_reference(q, k, v, cos, sin, positions, k_cache, v_cache, slot) -> torch.Tensor:
     q_rot, k_rot = rope_reference(q[:, None], k[:, None], cos, sin, positions[:, None])   # [B, 1, H(_kv), D]
     k_cache.index_copy_(2, slot, k_rot.transpose(1, 2))                   # [B, H_kv, 1, D] at slot

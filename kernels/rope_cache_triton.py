@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from kernels.pdl_triton import pdl_options, wait_for_previous
+from kernels.rope_cache import check_cache_args
 from kernels.rope_triton import _cos_sin, _rotate_heads
 
 
@@ -42,14 +43,9 @@ def rope_cache_triton(q, k, v, cos, sin, positions, k_cache, v_cache, slot) -> t
     H_kv = k.shape[1]
     if k.shape != (B, H_kv, D) or v.shape != k.shape or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"rope_cache: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit")
-    if k_cache.shape[:2] != (B, H_kv) or k_cache.shape[3] != D or v_cache.shape != k_cache.shape \
-            or k_cache.stride() != v_cache.stride() or k_cache.dtype != q.dtype:
-        raise ValueError(f"rope_cache: caches {tuple(k_cache.shape)} / {tuple(v_cache.shape)} "
-                         f"do not fit k {tuple(k.shape)}")
-    if D % 2 or cos.shape[-1] != D or sin.shape != cos.shape or positions.shape != (B,) or slot.shape != (1,):
-        raise ValueError(f"rope_cache: need even D with cos/sin [P, {D}], positions [{B}] and slot [1]")
-    if any(t.stride(-1) != 1 for t in (q, k, v, cos, sin, k_cache)):
-        raise ValueError("rope_cache: q, k, v, cos, sin and the caches need unit stride along the last dimension")
+    check_cache_args("rope_cache", B, H_kv, D, q.dtype, cos, sin, positions, k_cache, v_cache, slot)
+    if any(t.stride(-1) != 1 for t in (q, k, v)):
+        raise ValueError("rope_cache: q, k and v need unit stride along the last dimension")
     q_out = torch.empty((B, H_q, D), dtype=q.dtype, device=q.device)
     half = D // 2
     pdl = pdl_options(q.device)

@@ -17,6 +17,15 @@ def _round(x, dtype: tl.constexpr):
 
 
 @triton.jit
+def _rotate(x1, x2, c1, c2, s1, s2, dt: tl.constexpr):
+    """The rotated halves (fp32 values, to be stored in `dt`) of a pair of halves x1, x2 (values of
+    `dt` in fp32), rounding each product to `dt` as HF's eager op does."""
+    o1 = _round(x1 * c1, dt) - _round(x2 * s1, dt)                          # x*cos + (-x2)*sin
+    o2 = _round(x2 * c2, dt) + _round(x1 * s2, dt)                          # x*cos + x1*sin
+    return o1, o2
+
+
+@triton.jit
 def _rotate_heads(x_ptr, out_ptr, stride_xh, stride_oh, H, c1, c2, s1, s2,
                   HALF, BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr):
     """Rotates the H heads at x_ptr ([H, 2 * HALF], head stride stride_xh) into out_ptr."""
@@ -26,9 +35,7 @@ def _rotate_heads(x_ptr, out_ptr, stride_xh, stride_oh, H, c1, c2, s1, s2,
     x_lo = x_ptr + h * stride_xh + d
     x1 = tl.load(x_lo, mask=mask, other=0.0).to(tl.float32)               # [BLOCK_H, BLOCK_HALF]
     x2 = tl.load(x_lo + HALF, mask=mask, other=0.0).to(tl.float32)
-    dt = x_ptr.dtype.element_ty
-    o1 = _round(x1 * c1, dt) - _round(x2 * s1, dt)                          # x*cos + (-x2)*sin
-    o2 = _round(x2 * c2, dt) + _round(x1 * s2, dt)                          # x*cos + x1*sin
+    o1, o2 = _rotate(x1, x2, c1, c2, s1, s2, x_ptr.dtype.element_ty)
     o_lo = out_ptr + h * stride_oh + d
     tl.store(o_lo, o1.to(out_ptr.dtype.element_ty), mask=mask)
     tl.store(o_lo + HALF, o2.to(out_ptr.dtype.element_ty), mask=mask)

@@ -10,10 +10,13 @@ One decode step (`FastDecoder._body`: one token per row, static shapes):
   Qwen3), RoPE of q and k from position tables with k/v written into the static cache at `slot`
   (one kernel), split-K GQA decode attention over each row's [kv_start, kv_end), o-projection,
   RMSNorm + residual, SwiGLU -> final norm -> LM head -> fused sampling from a static noise
-  buffer -> the sampler's `StepOutputs.record` -> `slot`, `kv_end`, `positions` bumped in place.
+  buffer -> the sampler's `StepOutputs.record`, which in the same launch makes the samples the next
+  input and bumps `slot`, `kv_end`, `positions` in place (kernels/record_step.py).
   At most `kernels.fused_linear.MAX_ROWS` rows (latency, not throughput), the layer is 7 kernels:
   the projections are fused GEMVs that fold in the RMSNorm before them and the bias, SiLU-gate and
-  residual add after them (`_layers_fused`); the LM head folds in the final norm. Launch overhead,
+  residual add after them, then RoPE + cache write, the attention's split and reduce
+  (`_layers_fused`); at one row the qkv GEMV also does the RoPE and the cache write
+  (kernels/qkv_rope_cache.py), 6 kernels. The LM head folds in the final norm. Launch overhead,
   not bandwidth, is what a batch-1 step of a small model is made of.
 Everything that changes between steps is a device tensor that the step advances itself, so on CUDA
 the step is captured once in a CUDA graph and replayed with no host input: the host loop only
@@ -52,6 +55,7 @@ import torch
 from kernels import use_pdl
 from kernels.decode_attention import decode_attention, kv_range_from_mask
 from kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS, fused_linear
+from kernels.qkv_rope_cache import qkv_rope_cache
 from kernels.rmsnorm import rmsnorm
 from kernels.rope_cache import rope_cache
 from kernels.sampling import sample
@@ -190,13 +194,13 @@ class FastDecoder:
         self.tokens = torch.zeros(rows, dtype=torch.long, device=dev)       # the last sampled token
         self.positions = torch.zeros(rows, dtype=torch.long, device=dev)    # its RoPE position
         self.kv_start = torch.zeros(rows, dtype=torch.int32, device=dev)    # first valid slot
-        self.kv_end = torch.zeros(rows, dtype=torch.int32, device=dev)      # one past the last written
+        self.kv_end = torch.zeros(rows, dtype=torch.int32, device=dev)      # one past the slot the step writes
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)            # the slot the next step writes
         self.valid = torch.zeros(rows, max_len, dtype=torch.bool, device=dev)   # the prefill cache's
         self.next_pos = torch.zeros(rows, dtype=torch.long, device=dev)         # ... (static: graphed)
         self.uniform = (None if params.temperature == 0 else
                         torch.zeros(rows, cfg.vocab_size, dtype=torch.float32, device=dev))   # [B, V]
-        # a few rows: fused GEMV kernels (norm, bias, SiLU-gate, residual folded in), 7 launches
+        # a few rows: fused GEMV kernels (norm, bias, SiLU-gate, residual folded in), 6-7 launches
         # a layer; more rows: cuBLAS matmuls with the small kernels between them
         self.fused = rows <= FUSED_MAX_ROWS and not cfg.qk_norm
         self.use_graph = cuda_graphs and dev.type == "cuda"
@@ -238,7 +242,7 @@ class FastDecoder:
         self.generator = generator
         kv_start, kv_end = kv_range_from_mask(cache.valid)     # left padding: one run of real slots per row
         self.kv_start.copy_(kv_start)
-        self.kv_end.copy_(kv_end)
+        self.kv_end.copy_(kv_end + 1)                          # the first step's slot is visible to it
         self.positions.copy_(cache.next_pos)
         self.slot.fill_(cache.length)
         self._refill_noise()
@@ -258,22 +262,20 @@ class FastDecoder:
         if self.uniform is not None:
             self.uniform.uniform_(generator=self.generator)
 
-    def _sample(self, logits: torch.Tensor) -> None:
+    def _sample(self, logits: torch.Tensor, bump: tuple[torch.Tensor, ...] = ()) -> None:
+        """Sample from logits [B, V], record, make the samples the next input, bump `bump` (one launch)."""
         p = self.params
         ids, logprobs = sample(logits, self.uniform, p.temperature, p.top_k, p.top_p)   # [B], [B]
-        self.out.record(ids, logprobs)
-        self.tokens.copy_(ids)
+        self.out.record(ids, logprobs, last_tokens=self.tokens, bump=bump)
 
     def _body(self) -> None:
         model = self._model()
         if model is None:
             raise RuntimeError("FastDecoder: its model was garbage-collected")
-        self.kv_end += 1                                    # the slot this step writes becomes visible
         x = model.embed(self.tokens)                                         # [B, C]
         logits = self._layers_fused(model, x) if self.fused else self._layers(model, x)   # [B, V] fp32
-        self.slot += 1
-        self.positions += 1
-        self._sample(logits)
+        # the next step writes the next slot at the next position, and sees one more key
+        self._sample(logits, bump=(self.slot, self.positions, self.kv_end))
 
     def _layers(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
         residual = None
@@ -283,23 +285,24 @@ class FastDecoder:
             q, k, v = self._heads(attn, attn.wq(h), attn.wk(h), attn.wv(h))  # [B, H, D], [B, H_kv, D] x2
             if attn.q_norm is not None:                                      # Qwen3
                 q, k = attn.q_norm(q, rmsnorm), attn.k_norm(k, rmsnorm)
-            x = attn.wo(self._attend(q, k, v, i))                            # [B, C]
+            q = rope_cache(q, k, v, self.cos, self.sin, self.positions, self.k[i], self.v[i], self.slot)
+            x = attn.wo(self._attend(q, i))                                  # [B, C]
             h, residual = _norm(x, layer.mlp_norm, residual)
             x = layer.mlp(h)
         h, _ = _norm(x, model.norm, residual)
         return model.logits(h)
 
     def _layers_fused(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
-        """The same layers in 7 launches each: RMSNorm folds into the projection after it, bias,
-        SiLU-gate and the residual add into the projection before them."""
+        """The same layers in 6 (one row) or 7 launches each: RMSNorm folds into the projection
+        after it, bias, SiLU-gate and the residual add into the projection before them, and at one
+        row RoPE and the cache write into the qkv projection."""
         for i, layer in enumerate(model.layers):
             attn, mlp = layer.attn, layer.mlp
-            qkv = fused_linear(x, (attn.wq.weight, attn.wk.weight, attn.wv.weight),
-                               _biases(attn.wq, attn.wk, attn.wv), norm_weight=layer.attn_norm.weight,
-                               eps=layer.attn_norm.eps)                     # [B, (H + 2 H_kv) D]
-            q_size, kv_size = attn.wq.weight.shape[0], attn.wk.weight.shape[0]
-            q, k, v = self._heads(attn, *qkv.split((q_size, kv_size, kv_size), dim=-1))
-            y = self._attend(q, k, v, i)                                     # [B, H * D]
+            # q [B, H, D] rotated; this step's k and v go straight into the cache
+            q = qkv_rope_cache(x, (attn.wq.weight, attn.wk.weight, attn.wv.weight),
+                               _biases(attn.wq, attn.wk, attn.wv), layer.attn_norm.weight, layer.attn_norm.eps,
+                               self.cos, self.sin, self.positions, self.k[i], self.v[i], self.slot)
+            y = self._attend(q, i)                                           # [B, H * D]
             h = fused_linear(y, (attn.wo.weight,), _biases(attn.wo), residual=x)          # [B, C]
             gated = fused_linear(h, (mlp.gate.weight, mlp.up.weight), _biases(mlp.gate, mlp.up),
                                  norm_weight=layer.mlp_norm.weight, eps=layer.mlp_norm.eps, silu_mul=True)
@@ -313,11 +316,10 @@ class FastDecoder:
         return (q.view(B, attn.num_heads, attn.head_dim), k.view(B, attn.num_kv_heads, attn.head_dim),
                 v.view(B, attn.num_kv_heads, attn.head_dim))
 
-    def _attend(self, q, k, v, layer: int) -> torch.Tensor:
-        """RoPE, the cache write at `slot`, attention over each row's range: [B, H * D]."""
-        q = rope_cache(q, k, v, self.cos, self.sin, self.positions, self.k[layer], self.v[layer], self.slot)
-        y = decode_attention(q, self.k[layer], self.v[layer], self.kv_start, self.kv_end)   # [B, H, D]
-        return y.reshape(y.shape[0], -1)
+    def _attend(self, q: torch.Tensor, layer: int) -> torch.Tensor:
+        """Attention of q [B, H, D] (rotated; this step's k/v already in the cache) over each row's
+        range: [B, H * D]."""
+        return decode_attention(q, self.k[layer], self.v[layer], self.kv_start, self.kv_end).flatten(1)
 
     def _capture(self) -> None:
         """Run this step eagerly, then record it for every later step to replay."""

@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from kernels.record_step import record_step
 from model import fast_decode
 from model.kv_cache import KVCache
 from model.transformer import Transformer
@@ -156,15 +157,13 @@ class StepOutputs:
         self.done[active_rows:] = True
         self.step.zero_()
 
-    def record(self, tokens: torch.Tensor, logprobs: torch.Tensor) -> None:
-        """Write the sampled tokens [B] and log-probs [B] of rows still running at column `step`."""
-        alive = ~self.done
-        self.tokens.index_copy_(1, self.step, torch.where(alive, tokens, self.pad_token_id)[:, None])
-        self.logprobs.index_copy_(1, self.step, torch.where(alive, logprobs, 0.0)[:, None])
-        self.lengths += alive
-        # not torch.isin: for many stop ids it sorts and syncs, which a CUDA graph cannot hold
-        self.done |= alive & (tokens[:, None] == self.stops).any(-1)
-        self.step += 1
+    def record(self, tokens: torch.Tensor, logprobs: torch.Tensor, last_tokens: torch.Tensor | None = None,
+               bump: tuple[torch.Tensor, ...] = ()) -> None:
+        """Write the sampled tokens [B] and log-probs [B] of rows still running at column `step`
+        (one launch on CUDA: kernels/record_step.py); optionally copy the tokens into `last_tokens`
+        and add 1 to each `bump` tensor (the fast decoder's counters) in the same launch."""
+        record_step(tokens, logprobs, self.tokens, self.logprobs, self.lengths, self.done, self.step, self.stops,
+                    self.pad_token_id, last_tokens, bump)
 
     def result(self, rows: int, steps: int) -> GenerationOutput:
         """The first `rows` rows and `steps` columns, copied (the fast decoder reuses its buffers)."""

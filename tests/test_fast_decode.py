@@ -145,21 +145,25 @@ def test_decoder_reuse_and_rebuild():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the gpu tests run the compiled kernels")
-@pytest.mark.parametrize("family,temperature", [("qwen3", 0.0), ("qwen3", 1.0), ("qwen2", 0.0), ("qwen2", 1.0)])
-def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature):
+@pytest.mark.parametrize("family,temperature,rows", [("qwen3", 0.0, 3), ("qwen3", 1.0, 3), ("qwen2", 0.0, 3),
+                                                     ("qwen2", 1.0, 3), ("qwen2", 1.0, 1)])
+def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, rows):
     """The step's calls into the Triton launchers (shapes, strides, dtypes), on CPU in Triton's
     interpreter: the same tokens and log-probs as the step on the PyTorch references. qwen3 (q/k
-    norm) takes the unfused layers, qwen2 (biases) the fused ones."""
+    norm) takes the unfused layers, qwen2 (biases) the fused ones; one row (head_dim 16) also
+    the one-kernel qkv + RoPE + cache write."""
     pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
     model = tiny(family)
     params = SamplingParams(max_new_tokens=5, temperature=temperature)
-    want = generate(model, PROMPTS, params, pad_token_id=PAD, seed=0, fast=True)
+    prompts = PROMPTS[:rows]
+    want = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
     assert fast_decode._DECODERS[model].fused == (family == "qwen2")
-    import kernels.decode_attention, kernels.fused_linear, kernels.rmsnorm, kernels.rope_cache, kernels.sampling  # noqa: E401
-    for module in (kernels.decode_attention, kernels.fused_linear, kernels.rmsnorm, kernels.rope_cache,
-                   kernels.sampling):
+    import kernels.decode_attention, kernels.fused_linear, kernels.qkv_rope_cache, kernels.record_step  # noqa: E401
+    import kernels.rmsnorm, kernels.rope_cache, kernels.sampling  # noqa: E401
+    for module in (kernels.decode_attention, kernels.fused_linear, kernels.qkv_rope_cache, kernels.record_step,
+                   kernels.rmsnorm, kernels.rope_cache, kernels.sampling):
         monkeypatch.setattr(module, "use_triton", lambda *tensors: True)
-    got = generate(model, PROMPTS, params, pad_token_id=PAD, seed=0, fast=True)
+    got = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
     assert torch.equal(got.tokens, want.tokens)
     assert (got.logprobs - want.logprobs).abs().max().item() <= 1e-4
 
