@@ -189,6 +189,20 @@ def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr
     tl.store(out_ptr + rows[:, None] * stride_ob + out_cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def check_launch_args(x: torch.Tensor, weights, biases, who: str) -> bool:
+    """What a `_project` kernel needs beyond `check_fused_linear_args` (a ValueError otherwise):
+    at most MAX_ROWS rows, unit stride along K, contiguous weights, a bias for every weight or
+    for none. Returns whether there are biases."""
+    if x.shape[0] > MAX_ROWS:
+        raise ValueError(f"{who}: at most {MAX_ROWS} rows, got {x.shape[0]} (use a matmul)")
+    if x.stride(1) != 1 or any(not w.is_contiguous() for w in weights):
+        raise ValueError(f"{who}: x needs unit stride along K and the weights must be contiguous")
+    has_bias = biases is not None and any(b is not None for b in biases)
+    if has_bias and any(b is None for b in biases):
+        raise ValueError(f"{who}: give a bias for every weight or for none")
+    return has_bias
+
+
 def launch_options(x: torch.Tensor, config: LinearConfig, who: str) -> dict:
     """The block constexprs and launch options of a `_project` kernel for x [B, K] under `config`:
     one row on the CUDA cores, more rows through tl.dot (16-row tiles; fp32 dots under the CPU
@@ -205,19 +219,13 @@ def fused_linear_triton(x: torch.Tensor, weights, biases=None, *, norm_weight=No
                         residual=None, silu_mul: bool = False, out_float: bool = False,
                         config: LinearConfig | None = None) -> torch.Tensor:
     check_fused_linear_args(x, weights, biases, norm_weight, residual, silu_mul)
+    has_bias = check_launch_args(x, weights, biases, "fused_linear_triton")
     B, K = x.shape
-    if B > MAX_ROWS:
-        raise ValueError(f"fused_linear_triton: at most {MAX_ROWS} rows, got {B} (use a matmul)")
-    if x.stride(1) != 1 or any(not w.is_contiguous() for w in weights):
-        raise ValueError("fused_linear_triton: x needs unit stride along K and the weights must be contiguous")
     Ns = [w.shape[0] for w in weights]
     n_out = Ns[0] if silu_mul else sum(Ns)
     config = config or default_config(B, K, weights_per_column=2 if silu_mul else 1)
     out = torch.empty((B, n_out), dtype=torch.float32 if out_float else x.dtype, device=x.device)
     ws = list(weights) + [weights[0]] * (3 - len(weights))                  # unused slots: any valid pointer
-    has_bias = biases is not None and any(b is not None for b in biases)
-    if has_bias and any(b is None for b in biases):
-        raise ValueError("fused_linear_triton: give a bias for every weight or for none")
     bs = list(biases) + [biases[0]] * (3 - len(biases)) if has_bias else ws
     res = residual if residual is not None else out
     pdl = pdl_options(x.device)

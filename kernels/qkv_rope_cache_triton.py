@@ -8,12 +8,15 @@ both halves of every pair it owns, rotates q and k in registers (kernels/rope_tr
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import triton
 import triton.language as tl
 
-from kernels.fused_linear import MAX_ROWS, check_fused_linear_args
-from kernels.fused_linear_triton import LinearConfig, _first_chunks, _project, default_config, launch_options
+from kernels.fused_linear import check_fused_linear_args
+from kernels.fused_linear_triton import (LinearConfig, _first_chunks, _project, check_launch_args, default_config,
+                                         launch_options)
 from kernels.pdl_triton import pdl_options, wait_for_previous
 from kernels.rope_cache import check_cache_args
 from kernels.rope_triton import _cos_sin, _rotate
@@ -87,23 +90,16 @@ def qkv_rope_cache_triton(x, weights, biases, norm_weight, eps: float, cos, sin,
     if wq is None or wq.shape[0] % D or wk.shape[0] != H_kv * D or wv.shape[0] != H_kv * D:
         raise ValueError(f"qkv_rope_cache: need (wq, wk, wv) of [H_q * {D}, K], [{H_kv} * {D}, K] x2 for "
                          f"caches {tuple(k_cache.shape)}; got {[tuple(w.shape) for w in weights]}")
-    if B > MAX_ROWS:
-        raise ValueError(f"qkv_rope_cache_triton: at most {MAX_ROWS} rows, got {B} (use a matmul)")
+    has_bias = check_launch_args(x, weights, biases, "qkv_rope_cache_triton")
     check_cache_args("qkv_rope_cache", B, H_kv, D, x.dtype, cos, sin, positions, k_cache, v_cache, slot)
-    if x.stride(1) != 1 or any(not w.is_contiguous() for w in weights):
-        raise ValueError("qkv_rope_cache_triton: x needs unit stride along K and the weights must be contiguous")
-    has_bias = biases is not None and any(b is not None for b in biases)
-    if has_bias and any(b is None for b in biases):
-        raise ValueError("qkv_rope_cache_triton: give a bias for every weight or for none")
     if config is None:
         # One row: two tiles as gate/up, 8 warps (in the batch-1 decode step on an H100, 2,518 us a
         # step at Qwen2.5-3B shapes against 2,569 with 4 warps; .gpu A/B in
         # bench/results/logs/h100_qkv_rope_cache_ab.log). More rows: tl.dot tiles half of
         # fused_linear's, so as many programs as it has.
         config = default_config(B, K, weights_per_column=2)
-        config = (LinearConfig(config.block_n, config.block_k, 8, config.num_stages) if B == 1 else
-                  LinearConfig(config.block_n // 2, config.block_k, config.num_warps, config.num_stages))
-    config = LinearConfig(min(config.block_n, half), config.block_k, config.num_warps, config.num_stages)
+        config = (replace(config, num_warps=8) if B == 1 else replace(config, block_n=config.block_n // 2))
+    config = replace(config, block_n=min(config.block_n, half))
     H_q = wq.shape[0] // D
     q = torch.empty((B, H_q, D), dtype=x.dtype, device=x.device)
     bs = biases if has_bias else weights

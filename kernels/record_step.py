@@ -30,7 +30,8 @@ from kernels import use_triton
 MAX_BUMP = 3
 
 
-def _check(ids, out_tokens, bump) -> None:
+def check_record_step_args(ids, out_tokens, bump) -> None:
+    """Raise a ValueError that says what does not fit (shared by the reference and the kernel)."""
     if ids.dim() != 1 or out_tokens.dim() != 2 or out_tokens.shape[0] != ids.shape[0]:
         raise ValueError(f"record_step: ids {tuple(ids.shape)} do not fit out_tokens {tuple(out_tokens.shape)}")
     if len(bump) > MAX_BUMP or any(t.dtype.is_floating_point for t in bump):
@@ -40,7 +41,7 @@ def _check(ids, out_tokens, bump) -> None:
 
 def record_step_reference(ids, logprobs, out_tokens, out_logprobs, lengths, done, step, stops, pad_token_id: int,
                           last_tokens=None, bump=()) -> None:
-    _check(ids, out_tokens, bump)
+    check_record_step_args(ids, out_tokens, bump)
     alive = ~done
     out_tokens.index_copy_(1, step, torch.where(alive, ids, pad_token_id)[:, None])
     out_logprobs.index_copy_(1, step, torch.where(alive, logprobs, 0.0)[:, None])

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from kernels.pdl_triton import pdl_options, wait_for_previous
-from kernels.record_step import _check
+from kernels.record_step import MAX_BUMP, check_record_step_args
 
 
 @triton.jit
@@ -57,12 +57,12 @@ def _record_step_kernel(ids_ptr, lp_ptr, tok_ptr, lpo_ptr, len_ptr, done_ptr, st
 
 def record_step_triton(ids, logprobs, out_tokens, out_logprobs, lengths, done, step, stops, pad_token_id: int,
                        last_tokens=None, bump=()) -> None:
-    _check(ids, out_tokens, bump)
+    check_record_step_args(ids, out_tokens, bump)
     if any(not t.is_contiguous() for t in (ids, logprobs, lengths, done, *bump)) \
             or out_tokens.stride(1) != 1 or out_logprobs.stride(1) != 1:
         raise ValueError("record_step_triton: the per-row tensors and counters must be contiguous")
     B, S = ids.shape[0], stops.numel()
-    bumps = list(bump) + [step] * (3 - len(bump))                          # unused slots: any valid pointer
+    bumps = list(bump) + [step] * (MAX_BUMP - len(bump))                   # unused slots: any valid pointer
     _record_step_kernel[(1,)](
         ids, logprobs, out_tokens, out_logprobs, lengths, done, step, stops if S else ids,
         last_tokens if last_tokens is not None else ids, *bumps, B, S, *(t.numel() for t in bumps),
