@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from bench.results_log import append_result
-from retrieval.analyzer import Analyzer
-from retrieval.beir import load_corpus, load_queries
-from retrieval.bm25 import BM25Index
+from deepretrieval.retrieval.analyzer import Analyzer
+from deepretrieval.retrieval.beir import load_corpus, load_queries
+from deepretrieval.tasks.packaged_data import resolve_data_path
+from deepretrieval.retrieval.bm25 import BM25Index
 
-DEFAULT_BEIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
 
 def interleaved(repeats: int, cases: dict):
@@ -48,12 +48,12 @@ def interleaved(repeats: int, cases: dict):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--beir", default=str(DEFAULT_BEIR))
+    parser.add_argument("--beir", default="builtin:scifact", help="BEIR folder (default: the built-in SciFact)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)                           # our batched top-k uses torch
-    doc_ids, texts = load_corpus(Path(args.beir) / "corpus.jsonl")
-    queries = list(load_queries(Path(args.beir) / "queries.jsonl").values())
+    doc_ids, texts = load_corpus(Path(resolve_data_path(args.beir)) / "corpus.jsonl")
+    queries = list(load_queries(Path(resolve_data_path(args.beir)) / "queries.jsonl").values())
     print(f"{len(texts)} docs, {len(queries)} queries, best of {args.repeats} interleaved rounds")
     try:
         import bm25s

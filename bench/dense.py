@@ -35,13 +35,13 @@ import numpy as np
 import torch
 
 from bench.results_log import append_result
-from retrieval.beir import load_corpus
-from retrieval.bert_encoder import load_encoder, resolve
-from retrieval.bf16_prefilter import pays_off
-from retrieval.dense_index import ExactIndex
-from retrieval.ivf_index import IVFIndex
+from deepretrieval.retrieval.beir import load_corpus
+from deepretrieval.retrieval.bert_encoder import load_encoder, resolve
+from deepretrieval.retrieval.bf16_prefilter import pays_off
+from deepretrieval.retrieval.dense_index import ExactIndex
+from deepretrieval.retrieval.ivf_index import IVFIndex
+from deepretrieval.tasks.packaged_data import resolve_data_path
 
-DEFAULT_BEIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
 
 def best_of(repeats: int, cases: dict, sync=lambda: None, clock=time.perf_counter) -> dict[str, float]:
@@ -203,7 +203,7 @@ def bench_ivf(args, faiss) -> None:
 
 
 def bench_encoder(args, st) -> None:
-    _, texts = load_corpus(Path(args.beir) / "corpus.jsonl")
+    _, texts = load_corpus(Path(resolve_data_path(args.beir)) / "corpus.jsonl")
     texts = texts[:args.encode_docs]
     set_threads(max(args.threads))
     cuda = args.device.startswith("cuda")
@@ -230,7 +230,7 @@ def bench_encoder(args, st) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--beir", default=str(DEFAULT_BEIR), help="BEIR folder whose corpus the encoder reads")
+    parser.add_argument("--beir", default="builtin:scifact", help="BEIR folder whose corpus the encoder reads (default: the built-in SciFact)")
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="built-in name or a sentence-transformers folder")
     parser.add_argument("--docs", default="5183,100000", help="corpus sizes for search")
     parser.add_argument("--k", default="10,1000")

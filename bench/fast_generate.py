@@ -35,8 +35,8 @@ import torch
 
 from bench.generate import QWEN25_SHAPES, cuda_hf, cuda_pair, time_hf, time_ours
 from bench.results_log import append_result
-from kernels import use_pdl
-from model import fast_decode
+from deepretrieval.kernels import use_pdl
+from deepretrieval.model import fast_decode
 
 GiB = 2 ** 30
 CASES = {"latency": dict(batch=1, prompt_len=128, new_tokens=256, temperature=0.0),

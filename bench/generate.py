@@ -20,9 +20,9 @@ import time
 import torch
 
 from bench.results_log import append_result
-from model.config import ModelConfig
-from model.hf_weights import DictSource, build_model, save_hf
-from model.sampler import SamplingParams, generate
+from deepretrieval.model.config import ModelConfig
+from deepretrieval.model.hf_weights import DictSource, build_model, save_hf
+from deepretrieval.model.sampler import SamplingParams, generate
 
 # Qwen/Qwen2.5-{0.5B,3B}-Instruct config.json shapes; weights random.
 QWEN25_SHAPES = {
@@ -103,8 +103,8 @@ def bench_cpu(args) -> None:
     import tempfile
 
     import transformers
-    from model.gguf_weights import load_gguf
-    from model.registry import smollm2_gguf_path
+    from deepretrieval.model.gguf_weights import load_gguf
+    from deepretrieval.model.registry import smollm2_gguf_path
     ours = load_gguf(smollm2_gguf_path())
     with tempfile.TemporaryDirectory() as tmp:   # the same dequantised weights, through our HF export
         save_hf(ours, tmp)

@@ -39,12 +39,12 @@ import time
 import torch
 
 from bench.results_log import append_result
-from model.config import ModelConfig
-from model.transformer import Transformer
-from rl.config import OptimConfig, RLConfig, SamplingConfig
-from rl.distributed import finish
-from rl.interfaces import Prompt, RewardResult
-from rl.trainer import Trainer
+from deepretrieval.model.config import ModelConfig
+from deepretrieval.model.transformer import Transformer
+from deepretrieval.rl.config import OptimConfig, RLConfig, SamplingConfig
+from deepretrieval.rl.distributed import finish
+from deepretrieval.rl.interfaces import Prompt, RewardResult
+from deepretrieval.rl.trainer import Trainer
 
 QWEN25_05B = ModelConfig(model_type="qwen2", vocab_size=151936, hidden_size=896,
                          intermediate_size=4864, num_layers=24, num_heads=14, num_kv_heads=2,

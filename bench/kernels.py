@@ -64,8 +64,8 @@ def _nbytes(*tensors: torch.Tensor) -> int:
 
 
 def _rmsnorm_case(model: str, rows: int) -> Case:
-    from kernels.rmsnorm import rmsnorm_reference
-    from kernels.rmsnorm_triton import rmsnorm_triton
+    from deepretrieval.kernels.rmsnorm import rmsnorm_reference
+    from deepretrieval.kernels.rmsnorm_triton import rmsnorm_triton
     N = MODELS[model]["hidden"]
     x, r = torch.randn(2, rows, N, device=DEVICE, dtype=torch.bfloat16)
     w = torch.randn(N, device=DEVICE, dtype=torch.bfloat16)
@@ -75,8 +75,8 @@ def _rmsnorm_case(model: str, rows: int) -> Case:
 
 
 def _rope_case(model: str, B: int, T: int) -> Case:
-    from kernels.rope import rope_reference
-    from kernels.rope_triton import rope_triton
+    from deepretrieval.kernels.rope import rope_reference
+    from deepretrieval.kernels.rope_triton import rope_triton
     H_q, H_kv, D = MODELS[model]["H_q"], MODELS[model]["H_kv"], MODELS[model]["D"]
     q = torch.randn(B, T, H_q, D, device=DEVICE, dtype=torch.bfloat16)
     k = torch.randn(B, T, H_kv, D, device=DEVICE, dtype=torch.bfloat16)
@@ -88,8 +88,8 @@ def _rope_case(model: str, B: int, T: int) -> Case:
 
 
 def _rope_cache_case(model: str, B: int) -> Case:
-    from kernels.rope_cache import rope_cache_reference
-    from kernels.rope_cache_triton import rope_cache_triton
+    from deepretrieval.kernels.rope_cache import rope_cache_reference
+    from deepretrieval.kernels.rope_cache_triton import rope_cache_triton
     H_q, H_kv, D = MODELS[model]["H_q"], MODELS[model]["H_kv"], MODELS[model]["D"]
     qkv = torch.randn(B, (H_q + 2 * H_kv) * D, device=DEVICE, dtype=torch.bfloat16)
     q, k, v = (t.view(B, -1, D) for t in qkv.split((H_q * D, H_kv * D, H_kv * D), dim=-1))
@@ -105,10 +105,10 @@ def _rope_cache_case(model: str, B: int) -> Case:
 def _qkv_rope_cache_case(model: str, rows: int) -> Case:
     """The decode layer's attention input in one kernel; baseline: the two Triton kernels it fuses
     (fused_linear's qkv, then rope_cache)."""
-    from kernels.fused_linear_triton import fused_linear_triton
-    from kernels.qkv_rope_cache import qkv_rope_cache_reference
-    from kernels.qkv_rope_cache_triton import qkv_rope_cache_triton
-    from kernels.rope_cache_triton import rope_cache_triton
+    from deepretrieval.kernels.fused_linear_triton import fused_linear_triton
+    from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache_reference
+    from deepretrieval.kernels.qkv_rope_cache_triton import qkv_rope_cache_triton
+    from deepretrieval.kernels.rope_cache_triton import rope_cache_triton
     m = MODELS[model]
     C, H_q, H_kv, D = m["hidden"], m["H_q"], m["H_kv"], m["D"]
 
@@ -136,8 +136,8 @@ def _qkv_rope_cache_case(model: str, rows: int) -> Case:
 
 
 def _record_step_case(B: int) -> Case:
-    from kernels.record_step import record_step_reference
-    from kernels.record_step_triton import record_step_triton
+    from deepretrieval.kernels.record_step import record_step_reference
+    from deepretrieval.kernels.record_step_triton import record_step_triton
     ids, lengths, last = torch.randint(0, QWEN_VOCAB, (3, B), device=DEVICE)
     logprobs = -torch.rand(B, device=DEVICE)
     tokens = torch.zeros(B, 512, dtype=torch.long, device=DEVICE)
@@ -160,8 +160,8 @@ def _record_step_case(B: int) -> Case:
 def _fused_linear_case(model: str, rows: int, call: str) -> Case:
     """One of a decode layer's fused projections; baselines: the bare cuBLAS projections (no norm,
     bias, gate or residual), and with --sweep every block config."""
-    from kernels.fused_linear import fused_linear_reference
-    from kernels.fused_linear_triton import LinearConfig, fused_linear_triton
+    from deepretrieval.kernels.fused_linear import fused_linear_reference
+    from deepretrieval.kernels.fused_linear_triton import LinearConfig, fused_linear_triton
     m = MODELS[model]
     C, F_, q_size, kv_size = m["hidden"], m["ffn"], m["H_q"] * m["D"], m["H_kv"] * m["D"]
 
@@ -193,8 +193,8 @@ def _fused_linear_case(model: str, rows: int, call: str) -> Case:
 
 
 def _attention_case(model: str, B: int, S_max: int, max_pad: int) -> Case:
-    from kernels.decode_attention import decode_attention_reference
-    from kernels.decode_attention_triton import decode_attention_triton
+    from deepretrieval.kernels.decode_attention import decode_attention_reference
+    from deepretrieval.kernels.decode_attention_triton import decode_attention_triton
     H_q, H_kv, D = MODELS[model]["H_q"], MODELS[model]["H_kv"], MODELS[model]["D"]
     q = torch.randn(B, H_q, D, device=DEVICE, dtype=torch.bfloat16)
     k, v = torch.randn(2, B, H_kv, S_max, D, device=DEVICE, dtype=torch.bfloat16)
@@ -218,8 +218,8 @@ def _attention_case(model: str, B: int, S_max: int, max_pad: int) -> Case:
 
 
 def _sample_case(B: int, temperature: float) -> Case:
-    from kernels.sampling import sample_reference
-    from kernels.sampling_triton import sample_triton
+    from deepretrieval.kernels.sampling import sample_reference
+    from deepretrieval.kernels.sampling_triton import sample_triton
     logits = torch.randn(B, QWEN_VOCAB, device=DEVICE, dtype=torch.bfloat16)
     uniform = torch.rand(B, QWEN_VOCAB, device=DEVICE)
     read = _nbytes(logits) + (_nbytes(uniform) if temperature else 0)
@@ -233,8 +233,8 @@ def _logit_stats_case(which: str) -> Case:
     """The RL response head's chunks at Qwen2.5's vocabulary (rl/response_head.py's default 256 MiB
     chunk bound): forward statistics of 441 rows, the gradient of 16,384 tokens x 4,096 columns.
     Baselines: other block sizes of the kernel."""
-    from kernels.logit_stats import logit_grad_reference, logit_stats_reference
-    from kernels.logit_stats_triton import logit_grad_triton, logit_stats_triton
+    from deepretrieval.kernels.logit_stats import logit_grad_reference, logit_stats_reference
+    from deepretrieval.kernels.logit_stats_triton import logit_grad_triton, logit_stats_triton
     N = 441 if which == "stats" else 16_384
     V = QWEN_VOCAB if which == "stats" else 4096
     logits = torch.randn(N, V, device=DEVICE, dtype=torch.bfloat16)

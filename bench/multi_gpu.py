@@ -58,9 +58,9 @@ import torch
 
 from bench.grpo_step import QWEN25_05B, TINY, NumberTokenizer, RandomPromptTask, random_model
 from bench.results_log import append_result, device_name
-from rl.config import OptimConfig, RLConfig, SamplingConfig
-from rl.distributed import all_gather_objects, finish
-from rl.trainer import Trainer
+from deepretrieval.rl.config import OptimConfig, RLConfig, SamplingConfig
+from deepretrieval.rl.distributed import all_gather_objects, finish
+from deepretrieval.rl.trainer import Trainer
 
 QWEN25_3B = dataclasses.replace(QWEN25_05B, hidden_size=2048, intermediate_size=11008,
                                 num_layers=36, num_heads=16, num_kv_heads=2, head_dim=128)
@@ -185,7 +185,7 @@ def measure_step(trainer: Trainer, step: int) -> dict:
 def decode_path(lm: torch.nn.Module) -> str:
     """The sampler path `generate` takes for the rollout model (it sets the generation speed)."""
     try:
-        from model import fast_decode
+        from deepretrieval.model import fast_decode
         fast = lm.device.type == "cuda" and fast_decode.unsupported_reason(lm) is None
     except (ImportError, AttributeError):
         fast = False

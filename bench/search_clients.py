@@ -28,14 +28,14 @@ import time
 from pathlib import Path
 
 from bench.results_log import append_result
-from retrieval.http_client import RetryPolicy
-from retrieval.medline_backend import MedlineBackend
-from retrieval.medline_corpus import builtin_corpus_path, load_medline
-from retrieval.pubmed import PubMedClient
-from retrieval.rate_limit import RateLimiter
+from deepretrieval.retrieval.http_client import RetryPolicy
+from deepretrieval.retrieval.medline_backend import MedlineBackend
+from deepretrieval.retrieval.medline_corpus import builtin_corpus_path, load_medline
+from deepretrieval.retrieval.pubmed import PubMedClient
+from deepretrieval.retrieval.rate_limit import RateLimiter
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "data" / "api_fixtures"
+FIXTURES = ROOT / "tests" / "data" / "api_fixtures"
 
 
 def best_rate(fn, n: int, repeats: int) -> float:

@@ -16,15 +16,14 @@ import argparse
 import os
 import sqlite3
 import time
-from pathlib import Path
 
 from bench.results_log import append_result
-from sqlexec.compare import gold_orders_rows, results_match
-from sqlexec.datasets import load_spider
-from sqlexec.pool import SqlItem, SqlPool
-from sqlexec.sandbox import decode_text
+from deepretrieval.sqlexec.compare import gold_orders_rows, results_match
+from deepretrieval.sqlexec.datasets import load_spider
+from deepretrieval.sqlexec.pool import SqlItem, SqlPool
+from deepretrieval.sqlexec.sandbox import decode_text
+from deepretrieval.tasks.packaged_data import resolve_data_path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "spider"
 
 
 def _reference_pass(items: list[SqlItem]) -> None:
@@ -50,12 +49,12 @@ def _best_seconds(fn, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", default="builtin:spider", help="Spider folder (default: the built-in dev set)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
-    examples = [e for e in load_spider(args.data) if e.missing_reason is None]
+    examples = [e for e in load_spider(resolve_data_path(args.data)) if e.missing_reason is None]
     items = [SqlItem(str(e.db_path), e.gold_sql, e.gold_sql) for e in examples]
     n_queries = 2 * len(items)
 

@@ -24,8 +24,8 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from model.sampler import SamplingParams, generate
-from rl.rollout import render_prompt
+from deepretrieval.model.sampler import SamplingParams, generate
+from deepretrieval.rl.rollout import render_prompt
 
 
 @dataclass(frozen=True)

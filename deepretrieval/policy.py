@@ -9,7 +9,7 @@
 
 A run directory (written by `deepretrieval train`) holds `run_config.json`, the resolved RunConfig:
 its `model.name` is the base model whose architecture the checkpoint's weights fill, and its
-`model.chat_template` the template the run trained with. A checkpoint stores the trainer's policy
+`deepretrieval.model.chat_template` the template the run trained with. A checkpoint stores the trainer's policy
 state (`lm.<param>` keys, see rl/trainer.py); every parameter must be there (strict load).
 
 The export is what `transformers.AutoModelForCausalLM` / `AutoTokenizer` load: the weights through
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from model.chat_template import TEMPLATES as CHAT_DEFAULT_SYSTEM
-from model.hf_weights import save_hf
-from model.registry import load_model
-from model.tokenizer import Tokenizer
-from model.transformer import Transformer
+from deepretrieval.model.chat_template import TEMPLATES as CHAT_DEFAULT_SYSTEM
+from deepretrieval.model.hf_weights import save_hf
+from deepretrieval.model.registry import load_model
+from deepretrieval.model.tokenizer import Tokenizer
+from deepretrieval.model.transformer import Transformer
 
 RUN_CONFIG = "run_config.json"     # the resolved RunConfig of a run (deepretrieval train)
 CHECKPOINTS = "checkpoints"
@@ -87,7 +87,7 @@ def load_policy(source: str | Path, device: str | torch.device = "cpu",
                 chat_template: str = "auto") -> tuple[Transformer, Tokenizer]:
     """(model in eval mode, tokenizer with its chat template set) from a built-in name, a HF
     folder or GGUF file, a run directory or one of its checkpoints."""
-    from rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+    from deepretrieval.rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
     path = Path(source)
     run_dir = run_dir_of(path) if path.is_dir() else None
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rl.run_logging import METRICS, read_jsonl
+from deepretrieval.rl.run_logging import METRICS, read_jsonl
 
 # figure name -> the metrics.jsonl keys it draws
 CURVES = {"reward.png": ("reward/mean",), "kl.png": ("kl",),

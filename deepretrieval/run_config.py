@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rl.config import RLConfig
-from tasks.registry import TaskConfig
+from deepretrieval.rl.config import RLConfig
+from deepretrieval.tasks.registry import TaskConfig
 
 
 class ConfigError(ValueError):

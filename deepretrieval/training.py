@@ -23,9 +23,9 @@ from pathlib import Path
 from deepretrieval.evaluation import RewriteSettings, encode_prompts, evaluate_variants
 from deepretrieval.policy import EXPORT, RUN_CONFIG, load_policy, save_tokenizer
 from deepretrieval.run_config import RunConfig, write_resolved
-from model.registry import resolve_device
-from rl.interfaces import RewardResult
-from rl.run_logging import METRICS, read_jsonl
+from deepretrieval.model.registry import resolve_device
+from deepretrieval.rl.interfaces import RewardResult
+from deepretrieval.rl.run_logging import METRICS, read_jsonl
 
 EVAL_LOG = "eval.jsonl"
 
@@ -74,7 +74,7 @@ def evaluations(run_dir: Path) -> dict[int, list[dict]]:
 
 
 def build_eval_task(cfg: RunConfig):
-    from tasks.registry import build_task
+    from deepretrieval.tasks.registry import build_task
     try:
         task = build_task(cfg.task)
     except (ValueError, FileNotFoundError) as exc:
@@ -85,7 +85,7 @@ def build_eval_task(cfg: RunConfig):
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> RunResult:
-    from rl.trainer import train
+    from deepretrieval.rl.trainer import train
     run_dir = Path(run_dir or cfg.run.out_dir)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     main = rank == 0

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from deepretrieval.policy import export_hf
-from model.config import ModelConfig
-from model.registry import smollm2_gguf_path
-from model.tokenizer import Tokenizer
-from model.transformer import Transformer
+from deepretrieval.model.config import ModelConfig
+from deepretrieval.model.registry import smollm2_gguf_path
+from deepretrieval.model.tokenizer import Tokenizer
+from deepretrieval.model.transformer import Transformer
 
 
 def tiny_llama_dir(folder: Path, seed: int = 0) -> Path:
@@ -66,7 +66,7 @@ def qa_fixture(scifact: Path, folder: Path, docs: int = 300) -> Path:
 
 def review_fixture(folder: Path) -> Path:
     """Two literature reviews whose included ids are real records of the offline MEDLINE sample."""
-    from retrieval.medline_backend import MedlineBackend
+    from deepretrieval.retrieval.medline_backend import MedlineBackend
     folder.mkdir(parents=True)
     gold = MedlineBackend.builtin().search("cancer[tiab]", max_results=3000)[:10]
     row = {"pico": {"P": "adults with cancer", "I": "chemotherapy", "C": "placebo", "O": "survival"},

@@ -1,12 +1,14 @@
-"""Shared test setup: markers, and where the shared data lives.
+"""Shared test setup: markers, and the data the tests read (all of it inside the repository).
 
     pytest                      # fast default run (CPU)
     pytest --run-slow           # also the slow tests (or DEEPRETRIEVAL_SLOW=1)
     pytest -m gpu               # on a CUDA machine: the GPU tests
 
 `gpu` tests skip, saying why, when no CUDA device is present; `slow` tests skip unless asked for.
-Test data lives in ../shared/data beside the project: in CI it is always there, so a missing
-folder is an error (the test fails), never a silent skip.
+Real data ships with the repository: SciFact and Spider as the package's built-in datasets
+(deepretrieval/tasks/data, unpacked once into the cache by tasks/packaged_data.py), the recorded
+PubMed / ClinicalTrials.gov responses in tests/data/api_fixtures. A missing file is an error (the
+test fails), never a silent skip.
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from deepretrieval.tasks.packaged_data import packaged_dataset
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 def pytest_addoption(parser):
@@ -39,16 +43,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
-def shared_data(name: str) -> Path:
-    """Path of ../shared/data/<name>; raises (so the test fails) when it is missing."""
-    path = SHARED_DATA / name
-    if not path.exists():
-        raise FileNotFoundError(
-            f"test data {path} is missing: the project expects ../shared/data beside its root "
-            "(CI always provides it)")
-    return path
-
-
 @pytest.fixture
 def one_torch_thread():
     """One intra-op torch thread for the test: on 2 shared CPU cores, small-batch training and
@@ -62,14 +56,17 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def scifact_dir() -> Path:
-    return shared_data("scifact")
+    return packaged_dataset("scifact")
 
 
 @pytest.fixture(scope="session")
 def spider_dir() -> Path:
-    return shared_data("spider")
+    return packaged_dataset("spider")
 
 
 @pytest.fixture(scope="session")
 def api_fixtures_dir() -> Path:
-    return shared_data("api_fixtures")
+    path = TEST_DATA / "api_fixtures"
+    if not path.is_dir():
+        raise FileNotFoundError(f"test data {path} is missing from the repository")
+    return path

@@ -62,7 +62,7 @@ def full_forward_logprobs(model, prompts, out, temperature: float, pad: int):
     """What the RL trainer does with a generation `out`: one forward over [left-padded prompt |
     right-padded response] -> (log-probs [B, N] of the generated tokens, mask [B, N] of real ones).
     The LM head runs on the response positions only (a [B, P+N, V] fp32 tensor is large)."""
-    from model.sampler import token_logprobs
+    from deepretrieval.model.sampler import token_logprobs
     dev = out.tokens.device
     P = max(map(len, prompts))
     ids = torch.full((len(prompts), P), pad)

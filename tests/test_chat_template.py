@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from model.chat_template import TEMPLATES, render_chat, template_name_for
-from model.tokenizer import Tokenizer
+from deepretrieval.model.chat_template import TEMPLATES, render_chat, template_name_for
+from deepretrieval.model.tokenizer import Tokenizer
 
 QWEN25_JINJA = r"""{%- if tools %}
     {{- '<|im_start|>system\n' }}

@@ -13,7 +13,7 @@ import pytest
 from cli_helpers import tiny_llama_dir
 from deepretrieval.cli import main
 from deepretrieval.report import fmt
-from rl.run_logging import read_jsonl
+from deepretrieval.rl.run_logging import read_jsonl
 
 TINY_DEMO = ["--steps", "1", "--eval-limit", "3", "--device", "cpu", "rl.sampling.max_new_tokens=6",
              "run.eval_max_new_tokens=6", "rl.group_size=2", "--json"]

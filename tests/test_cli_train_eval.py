@@ -24,7 +24,7 @@ from cli_helpers import beir_subset, qa_fixture, review_fixture, tiny_llama_dir
 from deepretrieval.cli import main
 from deepretrieval.policy import RUN_CONFIG
 from deepretrieval.run_config import load_config
-from rl.run_logging import read_jsonl
+from deepretrieval.rl.run_logging import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.max_prompt_tokens=4096", "model.device=cpu", "rl.total_steps=2", "rl.prompts_per_step=2",
@@ -134,7 +134,7 @@ def test_export_loads_in_transformers(resumed_run, tmp_path, capsys):
     import torch
     import transformers
     from deepretrieval.policy import load_policy
-    from model.chat_template import render_chat
+    from deepretrieval.model.chat_template import render_chat
     _, run_dir = resumed_run
     out = json.loads(run_cli(["export", "--checkpoint", str(run_dir), "--out", str(tmp_path / "hf"), "--json"], capsys))
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(out["files"])

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from fake_engines import engines  # noqa: F401  (fixture)
-from retrieval.http_client import HTTPStatusError, RetryPolicy
-from retrieval.pubmed import PubMedClient
-from retrieval.rate_limit import RateLimiter
-from retrieval.request_cache import RequestCache
+from deepretrieval.retrieval.http_client import HTTPStatusError, RetryPolicy
+from deepretrieval.retrieval.pubmed import PubMedClient
+from deepretrieval.retrieval.rate_limit import RateLimiter
+from deepretrieval.retrieval.request_cache import RequestCache
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TERM = "artificial intelligence radiology"
@@ -96,7 +96,7 @@ def test_threads_share_one_cache(tmp_path):
 
 WRITER = """
 import sys
-from retrieval.request_cache import RequestCache
+from deepretrieval.retrieval.request_cache import RequestCache
 cache = RequestCache(sys.argv[1])
 i = 0
 while True:                       # writes until killed

@@ -43,8 +43,8 @@ def test_ctgov_params(engines, capsys):
 
 
 def test_saved_index(capsys, tmp_path):
-    from retrieval.analyzer import Analyzer
-    from retrieval.bm25 import BM25Index
+    from deepretrieval.retrieval.analyzer import Analyzer
+    from deepretrieval.retrieval.bm25 import BM25Index
     BM25Index.build(["a", "b"], ["aspirin for heart attack", "tumour growth"], Analyzer(),
                     show_progress=False).save(tmp_path / "idx")
     rec = run_json(capsys, "--index", str(tmp_path / "idx"), "heart")

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from fake_engines import CTGOV_FIRST_PAGES, engines  # noqa: F401  (engines: fixture)
-from retrieval.ctgov import ClinicalTrialsClient
-from retrieval.http_client import MalformedResponse, RetryPolicy
-from retrieval.rate_limit import RateLimiter
+from deepretrieval.retrieval.ctgov import ClinicalTrialsClient
+from deepretrieval.retrieval.http_client import MalformedResponse, RetryPolicy
+from deepretrieval.retrieval.rate_limit import RateLimiter
 
 PHELAN = {"query.cond": "Phelan-McDermid Syndrome"}
 

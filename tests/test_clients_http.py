@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from fake_engines import engines  # noqa: F401  (fixture)
-from retrieval.http_client import HTMLErrorPage, HTTPStatusError, MalformedResponse, RequestTimeout, RetryPolicy
-from retrieval.pubmed import PubMedClient
-from retrieval.rate_limit import RateLimiter
-from retrieval.search_backend import SearchError
+from deepretrieval.retrieval.http_client import HTMLErrorPage, HTTPStatusError, MalformedResponse, RequestTimeout, RetryPolicy
+from deepretrieval.retrieval.pubmed import PubMedClient
+from deepretrieval.retrieval.rate_limit import RateLimiter
+from deepretrieval.retrieval.search_backend import SearchError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TERM = "artificial intelligence radiology"
@@ -166,8 +166,8 @@ def test_rate_limit_across_processes(engines, tmp_path):
     limiter_path = tmp_path / "shared.rl"
     code = (
         "import sys, threading\n"
-        "from retrieval.pubmed import PubMedClient\n"
-        "from retrieval.rate_limit import RateLimiter\n"
+        "from deepretrieval.retrieval.pubmed import PubMedClient\n"
+        "from deepretrieval.retrieval.rate_limit import RateLimiter\n"
         f"c = PubMedClient({engines.eutils_url!r}, page_size=5, "
         f"limiter=RateLimiter({str(limiter_path)!r}, 3))\n"
         "def work():\n"

@@ -6,10 +6,10 @@ import json
 import pytest
 
 from fake_engines import ESEARCH_TERMS, engines, esearch_universe  # noqa: F401  (engines: fixture)
-from retrieval.http_client import EngineError, RetryPolicy
-from retrieval.pubmed import PubMedClient
-from retrieval.rate_limit import RateLimiter
-from retrieval.search_backend import SearchError
+from deepretrieval.retrieval.http_client import EngineError, RetryPolicy
+from deepretrieval.retrieval.pubmed import PubMedClient
+from deepretrieval.retrieval.rate_limit import RateLimiter
+from deepretrieval.retrieval.search_backend import SearchError
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.05)
 AI_RADIOLOGY = "artificial intelligence radiology"

@@ -25,12 +25,12 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 
-from kernels import use_pdl
-from model import fast_decode
-from model.config import ModelConfig
-from model.hf_weights import DictSource, build_model
-from model.sampler import SamplingParams, generate, sample_next
-from model.transformer import Transformer
+from deepretrieval.kernels import use_pdl
+from deepretrieval.model import fast_decode
+from deepretrieval.model.config import ModelConfig
+from deepretrieval.model.hf_weights import DictSource, build_model
+from deepretrieval.model.sampler import SamplingParams, generate, sample_next
+from deepretrieval.model.transformer import Transformer
 from model_helpers import QWEN25_05B, full_forward_logprobs, tiny_hf_model
 
 PAD = 0
@@ -158,10 +158,9 @@ def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, 
     prompts = PROMPTS[:rows]
     want = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
     assert fast_decode._DECODERS[model].fused == (family == "qwen2")
-    import kernels.decode_attention, kernels.fused_linear, kernels.qkv_rope_cache, kernels.record_step  # noqa: E401
-    import kernels.rmsnorm, kernels.rope_cache, kernels.sampling  # noqa: E401
-    for module in (kernels.decode_attention, kernels.fused_linear, kernels.qkv_rope_cache, kernels.record_step,
-                   kernels.rmsnorm, kernels.rope_cache, kernels.sampling):
+    from deepretrieval.kernels import (decode_attention, fused_linear, qkv_rope_cache, record_step, rmsnorm,
+                                       rope_cache, sampling)
+    for module in (decode_attention, fused_linear, qkv_rope_cache, record_step, rmsnorm, rope_cache, sampling):
         monkeypatch.setattr(module, "use_triton", lambda *tensors: True)
     got = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
     assert torch.equal(got.tokens, want.tokens)

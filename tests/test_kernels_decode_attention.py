@@ -14,9 +14,9 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
-from kernels.decode_attention import (decode_attention, decode_attention_reference,  # noqa: E402
+from deepretrieval.kernels.decode_attention import (decode_attention, decode_attention_reference,  # noqa: E402
                                       kv_range_from_mask)
-from kernels.decode_attention_triton import decode_attention_triton  # noqa: E402
+from deepretrieval.kernels.decode_attention_triton import decode_attention_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

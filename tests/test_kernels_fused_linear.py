@@ -19,9 +19,9 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
-from kernels.fused_linear import fused_linear, fused_linear_reference  # noqa: E402
-from kernels.fused_linear_triton import LinearConfig, fused_linear_triton  # noqa: E402
-from kernels.rmsnorm import rmsnorm_reference  # noqa: E402
+from deepretrieval.kernels.fused_linear import fused_linear, fused_linear_reference  # noqa: E402
+from deepretrieval.kernels.fused_linear_triton import LinearConfig, fused_linear_triton  # noqa: E402
+from deepretrieval.kernels.rmsnorm import rmsnorm_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 EPS = 1e-6

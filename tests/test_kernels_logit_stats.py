@@ -13,8 +13,8 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
-from kernels.logit_stats import logit_grad_reference, logit_stats_reference  # noqa: E402
-from kernels.logit_stats_triton import logit_grad_triton, logit_stats_triton  # noqa: E402
+from deepretrieval.kernels.logit_stats import logit_grad_reference, logit_stats_reference  # noqa: E402
+from deepretrieval.kernels.logit_stats_triton import logit_grad_triton, logit_stats_triton  # noqa: E402
 
 QWEN_VOCAB = 151_936
 

@@ -10,10 +10,10 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
-from kernels.fused_linear import fused_linear, fused_linear_reference  # noqa: E402
-from kernels.qkv_rope_cache import qkv_rope_cache, qkv_rope_cache_reference  # noqa: E402
-from kernels.qkv_rope_cache_triton import qkv_rope_cache_triton  # noqa: E402
-from kernels.rope_cache import rope_cache, rope_cache_reference  # noqa: E402
+from deepretrieval.kernels.fused_linear import fused_linear, fused_linear_reference  # noqa: E402
+from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache, qkv_rope_cache_reference  # noqa: E402
+from deepretrieval.kernels.qkv_rope_cache_triton import qkv_rope_cache_triton  # noqa: E402
+from deepretrieval.kernels.rope_cache import rope_cache, rope_cache_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -9,8 +9,8 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
-from kernels.record_step import record_step, record_step_reference  # noqa: E402
-from kernels.record_step_triton import record_step_triton  # noqa: E402
+from deepretrieval.kernels.record_step import record_step, record_step_reference  # noqa: E402
+from deepretrieval.kernels.record_step_triton import record_step_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 PAD = 0

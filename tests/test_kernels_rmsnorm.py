@@ -11,8 +11,8 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
-from kernels.rmsnorm import rmsnorm, rmsnorm_reference  # noqa: E402
-from kernels.rmsnorm_triton import rmsnorm_triton  # noqa: E402
+from deepretrieval.kernels.rmsnorm import rmsnorm, rmsnorm_reference  # noqa: E402
+from deepretrieval.kernels.rmsnorm_triton import rmsnorm_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -10,9 +10,9 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
-from kernels.rope import rope, rope_reference  # noqa: E402
-from kernels.rope_cache import rope_cache, rope_cache_reference  # noqa: E402
-from kernels.rope_cache_triton import rope_cache_triton  # noqa: E402
+from deepretrieval.kernels.rope import rope, rope_reference  # noqa: E402
+from deepretrieval.kernels.rope_cache import rope_cache, rope_cache_reference  # noqa: E402
+from deepretrieval.kernels.rope_cache_triton import rope_cache_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -14,8 +14,8 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
-from kernels.sampling import sample, sample_reference  # noqa: E402
-from kernels.sampling_triton import sample_triton  # noqa: E402
+from deepretrieval.kernels.sampling import sample, sample_reference  # noqa: E402
+from deepretrieval.kernels.sampling_triton import sample_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 QWEN_VOCAB = 151_936

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from retrieval.medline_backend import MedlineBackend
-from retrieval.medline_corpus import MedlineRecord
-from retrieval.pubmed_query import QueryParseError
-from retrieval.search_backend import SearchBackend, SearchError
+from deepretrieval.retrieval.medline_backend import MedlineBackend
+from deepretrieval.retrieval.medline_corpus import MedlineRecord
+from deepretrieval.retrieval.pubmed_query import QueryParseError
+from deepretrieval.retrieval.search_backend import SearchBackend, SearchError
 
 R = MedlineRecord
 RECORDS = [

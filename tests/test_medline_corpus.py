@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from retrieval.medline_corpus import (MedlineFormatError, builtin_corpus_path, iter_medline,
+from deepretrieval.retrieval.medline_corpus import (MedlineFormatError, builtin_corpus_path, iter_medline,
                                       load_medline)
 
 

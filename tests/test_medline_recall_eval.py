@@ -7,11 +7,11 @@ import json
 import pytest
 
 from fake_engines import engines  # noqa: F401  (fixture)
-from retrieval.http_client import RetryPolicy
-from retrieval.medline_backend import MedlineBackend
-from retrieval.pubmed import PubMedClient
-from retrieval.rate_limit import RateLimiter
-from retrieval.recall_eval import evaluate_recall, load_search_examples
+from deepretrieval.retrieval.http_client import RetryPolicy
+from deepretrieval.retrieval.medline_backend import MedlineBackend
+from deepretrieval.retrieval.pubmed import PubMedClient
+from deepretrieval.retrieval.rate_limit import RateLimiter
+from deepretrieval.retrieval.recall_eval import evaluate_recall, load_search_examples
 from test_medline_backend import RECORDS
 
 

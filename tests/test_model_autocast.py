@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model.config import ModelConfig
-from model.transformer import Transformer
+from deepretrieval.model.config import ModelConfig
+from deepretrieval.model.transformer import Transformer
 
 
 def test_residual_stream_in_autocast_dtype():

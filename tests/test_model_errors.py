@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.config import ModelConfig, UnsupportedModelError
-from model.hf_weights import WeightLoadError, load_hf
+from deepretrieval.model.config import ModelConfig, UnsupportedModelError
+from deepretrieval.model.hf_weights import WeightLoadError, load_hf
 from model_helpers import tiny_hf_model
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.config import ModelConfig
-from model.hf_weights import DictSource, build_model
-from model.sampler import SamplingParams, generate, token_logprobs
+from deepretrieval.model.config import ModelConfig
+from deepretrieval.model.hf_weights import DictSource, build_model
+from deepretrieval.model.sampler import SamplingParams, generate, token_logprobs
 from model_helpers import QWEN25_05B
 
 TIE = 0.05          # bf16 logit differences below this are ties, not bugs

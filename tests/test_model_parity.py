@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from model.config import ModelConfig
-from model.hf_weights import load_hf, save_hf
+from deepretrieval.model.config import ModelConfig
+from deepretrieval.model.hf_weights import load_hf, save_hf
 from model_helpers import hf_logits, padded_batch, tiny_hf_model
 
 FAMILIES = ["qwen2-tied", "qwen2", "qwen3", "llama", "llama3-rope"]

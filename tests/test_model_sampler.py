@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.hf_weights import load_hf
-from model.kv_cache import KVCache
-from model.sampler import SamplingParams, generate, sample_next
+from deepretrieval.model.hf_weights import load_hf
+from deepretrieval.model.kv_cache import KVCache
+from deepretrieval.model.sampler import SamplingParams, generate, sample_next
 from model_helpers import full_forward_logprobs, tiny_hf_model
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from model.chat_template import render_chat
-from model.hf_weights import hf_key_table
-from model.registry import load_model, smollm2_gguf_path
-from model.sampler import SamplingParams, generate
+from deepretrieval.model.chat_template import render_chat
+from deepretrieval.model.hf_weights import hf_key_table
+from deepretrieval.model.registry import load_model, smollm2_gguf_path
+from deepretrieval.model.sampler import SamplingParams, generate
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -85,9 +85,9 @@ def test_greedy_64_tokens_identical_to_transformers(ours, reference):
 
 
 def test_generate_command_json(ours, monkeypatch, capsys):
-    import model.registry
     from deepretrieval.cli import main
-    monkeypatch.setattr(model.registry, "load_model", lambda *a, **k: ours)
+    from deepretrieval.model import registry
+    monkeypatch.setattr(registry, "load_model", lambda *a, **k: ours)
     assert main(["generate", "--model", "smollm2-135m", "--prompt", QUESTIONS[0], "--chat",
                  "--max-new-tokens", "24", "--device", "cpu", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import Stemmer
 
-from retrieval.analyzer import ENGLISH_STOP_WORDS, Analyzer, AnalyzerConfig
+from deepretrieval.retrieval.analyzer import ENGLISH_STOP_WORDS, Analyzer, AnalyzerConfig
 
 TEXTS = ["The cell's proteins were binding to DNA.", "", "Vitamin D and the elderly: a review",
          "It is not THAT the protein’s role is unclear", "Cells, cell-cycle and 5-HT3 receptors",

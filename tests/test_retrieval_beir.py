@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from retrieval.beir import BeirFormatError, load_beir
+from deepretrieval.retrieval.beir import BeirFormatError, load_beir
 
 
 def test_scifact_test_split(scifact_dir):

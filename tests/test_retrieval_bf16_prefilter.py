@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval import exact_topk
-from retrieval.bf16_prefilter import OUTPUT_ROUNDING, Bf16Prefilter, pays_off, shortlist
-from retrieval.dense_index import ExactIndex
+from deepretrieval.retrieval import exact_topk
+from deepretrieval.retrieval.bf16_prefilter import OUTPUT_ROUNDING, Bf16Prefilter, pays_off, shortlist
+from deepretrieval.retrieval.dense_index import ExactIndex
 from test_retrieval_dense import _random_unit, assert_equals_faiss_flat_ip, differences_outside_ties
 
 

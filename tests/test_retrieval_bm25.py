@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import Stemmer
 
-from retrieval.analyzer import Analyzer
-from retrieval.beir import load_beir, load_queries
-from retrieval.bm25 import BM25Index
-from retrieval.index_store import IndexFormatError
-from retrieval.metrics import evaluate
+from deepretrieval.retrieval.analyzer import Analyzer
+from deepretrieval.retrieval.beir import load_beir, load_queries
+from deepretrieval.retrieval.bm25 import BM25Index
+from deepretrieval.retrieval.index_store import IndexFormatError
+from deepretrieval.retrieval.metrics import evaluate
 
 BEIR_PAPER_SCIFACT_BM25 = 0.665     # BEIR (Thakur et al. 2021), Table 2, Pyserini multifield
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from deepretrieval.cli import main
-from retrieval.beir import load_beir
-from retrieval.saved_index import open_index
+from deepretrieval.retrieval.beir import load_beir
+from deepretrieval.retrieval.saved_index import open_index
 
 
 def test_eval_retrieval_bm25_json(scifact_dir, capsys):

@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from retrieval import exact_topk
-from retrieval.beir import load_beir
-from retrieval.bert_encoder import builtin_model_dir, load_bert, load_encoder
-from retrieval.dense_index import DenseRetriever, ExactIndex
-from retrieval.index_store import IndexFormatError
-from retrieval.metrics import evaluate
+from deepretrieval.retrieval import exact_topk
+from deepretrieval.retrieval.beir import load_beir
+from deepretrieval.retrieval.bert_encoder import builtin_model_dir, load_bert, load_encoder
+from deepretrieval.retrieval.dense_index import DenseRetriever, ExactIndex
+from deepretrieval.retrieval.index_store import IndexFormatError
+from deepretrieval.retrieval.metrics import evaluate
 
 MTEB_SCIFACT_MINILM = 0.6451     # DESIGN.md: sentence-transformers pipeline, SciFact test NDCG@10
 

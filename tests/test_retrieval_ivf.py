@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from bench.dense import clustered_unit_vectors, recall
-from retrieval.dense_index import ExactIndex
-from retrieval.index_store import IndexFormatError, write_index
-from retrieval.ivf_index import IVFIndex, train_centroids
+from deepretrieval.retrieval.dense_index import ExactIndex
+from deepretrieval.retrieval.index_store import IndexFormatError, write_index
+from deepretrieval.retrieval.ivf_index import IVFIndex, train_centroids
 from test_retrieval_dense import differences_outside_ties
 
 DIM, NLIST = 64, 64

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from retrieval.analyzer import Analyzer
-from retrieval.beir import load_beir
-from retrieval.bm25 import BM25Index
-from retrieval.metrics import evaluate, hits_at_k, mrr_at_k, ndcg_at_k, parse_metric, rank_by_score, recall_at_k
+from deepretrieval.retrieval.analyzer import Analyzer
+from deepretrieval.retrieval.beir import load_beir
+from deepretrieval.retrieval.bm25 import BM25Index
+from deepretrieval.retrieval.metrics import evaluate, hits_at_k, mrr_at_k, ndcg_at_k, parse_metric, rank_by_score, recall_at_k
 
 
 def test_ndcg_ideal_dcg_uses_sorted_judgments():

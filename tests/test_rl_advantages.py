@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from rl.advantages import gae, grpo_advantages, masked_whiten, token_level_rewards
+from deepretrieval.rl.advantages import gae, grpo_advantages, masked_whiten, token_level_rewards
 
 
 def test_grpo_group_normalisation_by_hand():

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from rl.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
+from deepretrieval.rl.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                            save_checkpoint)
-from rl.config import OptimConfig, RLConfig, grpo_default, paper_ppo
-from rl.data import PromptStream
-from rl.optim import build_optimizer, build_scheduler
+from deepretrieval.rl.config import OptimConfig, RLConfig, grpo_default, paper_ppo
+from deepretrieval.rl.data import PromptStream
+from deepretrieval.rl.optim import build_optimizer, build_scheduler
 
 
 def test_paper_ppo_settings_are_expressible():

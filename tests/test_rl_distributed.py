@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.hf_weights import hf_state_dict
-from rl import toy_task
-from rl.run_logging import read_jsonl
+from deepretrieval.model.hf_weights import hf_state_dict
+from deepretrieval.rl import toy_task
+from deepretrieval.rl.run_logging import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--steps", "3", "--chunk-prompts", "4", "--lr", "1e-3"]
@@ -20,7 +20,7 @@ ARGS = ["--steps", "3", "--chunk-prompts", "4", "--lr", "1e-3"]
 def _torchrun(run_dir, algorithm, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", "-m", "rl.toy_task", "--run-dir", str(run_dir),
+                           "--nproc_per_node=2", "-m", "deepretrieval.rl.toy_task", "--run-dir", str(run_dir),
                            "--algorithm", algorithm, *ARGS, *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

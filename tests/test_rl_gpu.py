@@ -3,9 +3,9 @@ bf16 rollout copy of the policy) learns the toy task, and sampler / trainer log-
 import pytest
 import torch
 
-from rl.run_logging import read_jsonl
-from rl.toy_task import CharTokenizer, TargetCharTask, tiny_model, toy_config
-from rl.trainer import Trainer
+from deepretrieval.rl.run_logging import read_jsonl
+from deepretrieval.rl.toy_task import CharTokenizer, TargetCharTask, tiny_model, toy_config
+from deepretrieval.rl.trainer import Trainer
 
 
 @pytest.mark.gpu

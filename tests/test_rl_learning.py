@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from model.hf_weights import load_hf
-from rl.run_logging import read_jsonl
-from rl.toy_task import CharTokenizer, TargetCharTask, tiny_model, toy_config
-from rl.trainer import Trainer
+from deepretrieval.model.hf_weights import load_hf
+from deepretrieval.rl.run_logging import read_jsonl
+from deepretrieval.rl.toy_task import CharTokenizer, TargetCharTask, tiny_model, toy_config
+from deepretrieval.rl.trainer import Trainer
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -41,7 +41,7 @@ def test_tiny_model_learns_target_char(tmp_path, algorithm, critic):
 
 
 def test_run_outputs_and_export(tmp_path):
-    from rl.trainer import train
+    from deepretrieval.rl.trainer import train
     cfg = toy_config("ppo", total_steps=2, checkpoint_every=1)
     policy = tiny_model(0)
     metrics = train(cfg, policy, CharTokenizer(), TargetCharTask(), tmp_path, device="cpu")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rl.losses import aggregate, kl_estimate, masked_mean, policy_loss, value_loss
+from deepretrieval.rl.losses import aggregate, kl_estimate, masked_mean, policy_loss, value_loss
 
 RATIOS = torch.tensor([[1.5, 0.5, 1.1, 0.7]])
 ADV = torch.tensor([[1.0, 1.0, -1.0, -1.0]])

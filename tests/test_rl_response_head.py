@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.sampler import token_logprobs
-from model.transformer import Transformer
-from rl.models import ResponseModel
-from rl.response_head import response_logprobs
-from rl.toy_task import tiny_config
+from deepretrieval.model.sampler import token_logprobs
+from deepretrieval.model.transformer import Transformer
+from deepretrieval.rl.models import ResponseModel
+from deepretrieval.rl.response_head import response_logprobs
+from deepretrieval.rl.toy_task import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -18,8 +18,8 @@ KILL_AT = 3
 
 
 def _trainer(run_dir, steps=6):
-    from rl.toy_task import CharTokenizer, TargetCharTask, tiny_model, toy_config
-    from rl.trainer import Trainer
+    from deepretrieval.rl.toy_task import CharTokenizer, TargetCharTask, tiny_model, toy_config
+    from deepretrieval.rl.trainer import Trainer
     # PPO: the most state (policy, critic, two optimisers and schedulers); at step 6 the reward
     # is still rising, so any drift after the resume shows in parameters and metrics
     cfg = toy_config("ppo", total_steps=steps, checkpoint_every=1, keep_checkpoints=2)
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_kill_and_resume_is_exact(tmp_path):
-    from rl.run_logging import read_jsonl
+    from deepretrieval.rl.run_logging import read_jsonl
     straight = _trainer(tmp_path / "straight")
     straight.fit()
     killed = tmp_path / "killed"
@@ -59,7 +59,7 @@ def test_kill_and_resume_is_exact(tmp_path):
 
 
 def test_resume_from_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    from rl.checkpoint import CheckpointError
+    from deepretrieval.rl.checkpoint import CheckpointError
     _trainer(tmp_path, steps=2).fit()
     state = tmp_path / "checkpoints" / "step_00000002" / "state.pt"
     state.write_bytes(state.read_bytes()[:-10])

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from rl.interfaces import Prompt, RewardResult
-from rl.reward_pool import RewardPool
+from deepretrieval.rl.interfaces import Prompt, RewardResult
+from deepretrieval.rl.reward_pool import RewardPool
 
 
 class CountingReward:

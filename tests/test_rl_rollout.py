@@ -5,13 +5,13 @@ import dataclasses
 
 import torch
 
-from model.sampler import token_logprobs
-from model.transformer import Transformer
-from rl.config import SamplingConfig
-from rl.interfaces import Prompt
-from rl.models import ResponseModel
-from rl.rollout import collate, generate_rollouts
-from rl.toy_task import tiny_config
+from deepretrieval.model.sampler import token_logprobs
+from deepretrieval.model.transformer import Transformer
+from deepretrieval.rl.config import SamplingConfig
+from deepretrieval.rl.interfaces import Prompt
+from deepretrieval.rl.models import ResponseModel
+from deepretrieval.rl.rollout import collate, generate_rollouts
+from deepretrieval.rl.toy_task import tiny_config
 
 
 def _model(seed=0):

@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 
 from deepretrieval.cli import main
-from sqlexec.datasets import load_bird
-from sqlexec.outcome import evaluate_prediction
+from deepretrieval.sqlexec.datasets import load_bird
+from deepretrieval.sqlexec.outcome import evaluate_prediction
 
 # (gold example, prediction, BIRD outcome)
 CASES = [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sqlexec.compare import (bird_results_match, gold_orders_rows, remove_distinct, results_match,
+from deepretrieval.sqlexec.compare import (bird_results_match, gold_orders_rows, remove_distinct, results_match,
                              spider_results_match)
-from sqlexec.datasets import load_spider
+from deepretrieval.sqlexec.datasets import load_spider
 
 # (gold, pred, order_matters, spider says, bird says)
 PAIRS = {

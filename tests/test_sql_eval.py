@@ -7,11 +7,11 @@ import sqlite3
 import pytest
 
 from deepretrieval.cli import main
-from sqlexec.compare import gold_orders_rows, results_match
-from sqlexec.datasets import load_spider
-from sqlexec.outcome import STATUSES, Status, evaluate_prediction
-from sqlexec.pool import SqlItem, SqlPool, evaluate_batch
-from sqlexec.sandbox import decode_text, readonly_uri
+from deepretrieval.sqlexec.compare import gold_orders_rows, results_match
+from deepretrieval.sqlexec.datasets import load_spider
+from deepretrieval.sqlexec.outcome import STATUSES, Status, evaluate_prediction
+from deepretrieval.sqlexec.pool import SqlItem, SqlPool, evaluate_batch
+from deepretrieval.sqlexec.sandbox import decode_text, readonly_uri
 
 INFINITE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 

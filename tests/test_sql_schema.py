@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from sqlexec.datasets import load_examples, load_spider, load_spider_tables
-from sqlexec.schema import render_schema
+from deepretrieval.sqlexec.datasets import load_examples, load_spider, load_spider_tables
+from deepretrieval.sqlexec.schema import render_schema
 
 
 def test_spider_loader(spider_dir):

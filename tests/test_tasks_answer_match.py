@@ -5,7 +5,7 @@ import unicodedata
 import pytest
 import regex
 
-from tasks.answer_match import contains_sublist, dpr_tokens, first_hit_rank, has_answer
+from deepretrieval.tasks.answer_match import contains_sublist, dpr_tokens, first_hit_rank, has_answer
 
 # facebookresearch/DPR dpr/utils/tokenizers.py SimpleTokenizer, used as the reference
 _DPR = regex.compile(r"([\p{L}\p{N}\p{M}]+)|([^\p{Z}\p{C}])", flags=regex.IGNORECASE + regex.UNICODE + regex.MULTILINE)

@@ -2,7 +2,7 @@
 failure with a reason, never an exception."""
 import pytest
 
-from tasks.answer_parsing import check_format, extract_answer, parse_answer
+from deepretrieval.tasks.answer_parsing import check_format, extract_answer, parse_answer
 
 PRE = "<think>\n"
 

@@ -1,12 +1,9 @@
-"""Classic IR with a real BM25 index on SciFact, and the shipped demo data."""
-import hashlib
-
+"""Classic IR with a real BM25 index on SciFact."""
 import pytest
 
-from retrieval.metrics import ndcg_at_k
-from tasks.demo_data import demo_beir_folder
-from tasks.engines import EngineConfig
-from tasks.registry import TaskConfig, build_task
+from deepretrieval.retrieval.metrics import ndcg_at_k
+from deepretrieval.tasks.engines import EngineConfig
+from deepretrieval.tasks.registry import TaskConfig, build_task
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +46,3 @@ def test_prompt_has_the_claim_and_the_papers_instruction(scifact_task):
     assert user.startswith("You are a query generating expert. Given a scientific claim")
     assert user.endswith("Here's the scientific claim:\n" + scifact_task.raw_queries("test")[0])
     assert p.assistant_prefix == "Let me think step by step. \n<think>\n"
-
-
-def test_demo_data_unpacks_to_the_beir_release(tmp_path, scifact_dir):
-    folder = demo_beir_folder(tmp_path / "demo")
-    for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "qrels/test.tsv"):
-        assert hashlib.sha256((folder / name).read_bytes()).digest() == \
-            hashlib.sha256((scifact_dir / name).read_bytes()).digest(), name
-    (folder / "queries.jsonl").write_text("tampered")
-    assert demo_beir_folder(folder) == folder                     # repaired from the package
-    assert (folder / "queries.jsonl").read_bytes() == (scifact_dir / "queries.jsonl").read_bytes()

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from deepretrieval.run_config import ConfigError, config_from_dict, load_config, write_resolved
-from tasks.registry import build_task
+from deepretrieval.tasks.registry import build_task
 
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
 EXPERIMENTS = [p for p in CONFIGS if not p.name.startswith("_")]
@@ -99,5 +99,5 @@ def test_demo_config_builds_offline_from_the_packaged_data(tmp_path, monkeypatch
     cfg = load_config(CONFIGS[0].parent / "demo.toml", ["task.limit=20"])
     task = build_task(cfg.task)
     assert len(task.prompts("train")) == 20 and len(task.raw_queries("test")) == 20
-    assert (tmp_path / "scifact-demo" / "corpus.jsonl").is_file()
+    assert (tmp_path / "data" / "scifact" / "corpus.jsonl").is_file()
     assert 0.3 < task.evaluate(task.raw_queries("test"), "test")["ndcg@10"] <= 1.0

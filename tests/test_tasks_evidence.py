@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from tasks.answer_match import has_answer
-from tasks.data_files import DataFormatError
-from tasks.engines import EngineConfig
-from tasks.evidence_seeking import load_passages, load_questions, rank_reward
-from tasks.registry import TaskConfig, build_task
+from deepretrieval.tasks.answer_match import has_answer
+from deepretrieval.tasks.data_files import DataFormatError
+from deepretrieval.tasks.engines import EngineConfig
+from deepretrieval.tasks.evidence_seeking import load_passages, load_questions, rank_reward
+from deepretrieval.tasks.registry import TaskConfig, build_task
 
 
 def test_dpr_qa_formats(tmp_path):
@@ -73,7 +73,7 @@ def test_rank_reward_with_real_bm25(evidence_setup):
 def test_record_file_formats(tmp_path):
     import gzip
 
-    from tasks.data_files import read_records, split_file
+    from deepretrieval.tasks.data_files import read_records, split_file
     with gzip.open(tmp_path / "train.jsonl.gz", "wt") as f:
         f.write('{"question": "q", "answers": ["a"]}\n\n')
     assert read_records(tmp_path / "train.jsonl.gz") == [{"question": "q", "answers": ["a"]}]

@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from retrieval.medline_backend import MedlineBackend
-from tasks.data_files import DataFormatError
-from tasks.engines import EngineConfig
-from tasks.literature_search import LiteratureSearchTask, load_reviews
-from tasks.registry import TaskConfig, build_task
+from deepretrieval.retrieval.medline_backend import MedlineBackend
+from deepretrieval.tasks.data_files import DataFormatError
+from deepretrieval.tasks.engines import EngineConfig
+from deepretrieval.tasks.literature_search import LiteratureSearchTask, load_reviews
+from deepretrieval.tasks.registry import TaskConfig, build_task
 
 
 def answer(q: str) -> str:

@@ -5,9 +5,9 @@ engines (BM25 on SciFact, Spider databases) are in test_tasks_classic_ir.py / te
 """
 import pytest
 
-from tasks.classic_ir import ClassicIRTask, ir_reward
-from tasks.evidence_seeking import EvidenceSeekingTask, rank_reward
-from tasks.literature_search import LiteratureSearchTask, recall_reward
+from deepretrieval.tasks.classic_ir import ClassicIRTask, ir_reward
+from deepretrieval.tasks.evidence_seeking import EvidenceSeekingTask, rank_reward
+from deepretrieval.tasks.literature_search import LiteratureSearchTask, recall_reward
 
 EPS = 1e-9
 
@@ -193,7 +193,7 @@ def test_classic_ir_zero_ndcg_is_zero_and_recall_bonus():
 
 
 def test_rl_prompt_objects_work_like_task_prompts():
-    from rl.interfaces import Prompt, RewardResult
+    from deepretrieval.rl.interfaces import Prompt, RewardResult
     task = literature_task(FakeBackend())
     p = task.prompts("train")[0]
     rl_prompt = Prompt(messages=p.messages, assistant_prefix=p.assistant_prefix, meta=p.meta)

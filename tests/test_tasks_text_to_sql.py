@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from tasks.text_to_sql import TextToSQLTask
+from deepretrieval.tasks.text_to_sql import TextToSQLTask
 
 
 def sql_answer(sql: str) -> str:
@@ -93,7 +93,7 @@ def test_bird_partial_credit(tmp_path, spider_dir):
 
 
 def test_registry_builds_spider(spider_dir):
-    from tasks.registry import TaskConfig, build_task
+    from deepretrieval.tasks.registry import TaskConfig, build_task
     task = build_task(TaskConfig(family="text_to_sql", data=str(spider_dir), split_map={"test": "dev"}, limit=3))
     assert len(task.prompts("test")) == 3 and task.answer_key == "sql"
     rewards, _ = task.reward(task.prompts("test"), [sql_answer(ex["gold_sql"]) for ex in task.split_examples("test")])

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import regex
 
-from model.tokenizer import Tokenizer
+from deepretrieval.model.tokenizer import Tokenizer
 
 TEXTS = [
     "Hello, world!",

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import tokenizers
 
-import model.tokenizer as tokenizer_module
-from model.tokenizer import Tokenizer
+import deepretrieval.model.tokenizer as tokenizer_module
+from deepretrieval.model.tokenizer import Tokenizer
 
 SAMPLES = ["Hello, world!", "<|im_start|>user\n深度检索 🤗<|im_end|>\n", "  x\t\ty\n\n\n1. z   "]
 

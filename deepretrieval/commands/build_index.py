@@ -35,8 +35,8 @@ def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
 def build_retriever(args: argparse.Namespace, doc_ids: list[str], texts: list[str]):
     """A BM25Index or DenseRetriever over the documents, as the arguments say."""
     if args.retriever == "bm25":
-        from retrieval.analyzer import Analyzer
-        from retrieval.bm25 import BM25Index
+        from deepretrieval.retrieval.analyzer import Analyzer
+        from deepretrieval.retrieval.bm25 import BM25Index
         try:
             analyzer = Analyzer(stopwords=None if args.stopwords == "none" else args.stopwords,
                                 stemmer=None if args.stemmer == "none" else args.stemmer)
@@ -44,8 +44,8 @@ def build_retriever(args: argparse.Namespace, doc_ids: list[str], texts: list[st
             raise SystemExit(f"build-index: {exc}") from exc
         return BM25Index.build(doc_ids, texts, analyzer, k1=args.k1, b=args.b)
     import torch
-    from retrieval.bert_encoder import load_encoder
-    from retrieval.dense_index import DenseRetriever
+    from deepretrieval.retrieval.bert_encoder import load_encoder
+    from deepretrieval.retrieval.dense_index import DenseRetriever
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     encoder = load_encoder(args.model, device=args.device, dtype=getattr(torch, DTYPES[args.dtype]))
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
-    from retrieval.beir import load_corpus
+    from deepretrieval.retrieval.beir import load_corpus
     t0 = time.perf_counter()
     try:
         doc_ids, texts = load_corpus(Path(args.beir) / "corpus.jsonl")

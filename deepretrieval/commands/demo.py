@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from deepretrieval.report import describe_run, experiment_report, plot_curves, summary
     from deepretrieval.run_config import ConfigError, load_config
     from deepretrieval.training import train_run
-    from model.registry import resolve_device
+    from deepretrieval.model.registry import resolve_device
     t0, c0 = time.perf_counter(), cpu_seconds()
     extra = [f"run.out_dir={json.dumps(args.out)}", f"model.device={args.device}"]
     extra += [f"rl.total_steps={args.steps}"] if args.steps is not None else []

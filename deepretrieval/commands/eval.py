@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from deepretrieval.policy import load_policy
     from deepretrieval.report import print_rows
     from deepretrieval.training import build_eval_task, rewrite_settings
-    from model.registry import resolve_device
+    from deepretrieval.model.registry import resolve_device
     extra = [f"run.eval_split={args.split}"] if args.split else []
     extra += [f"run.eval_limit={args.limit}"] if args.limit is not None else []
     cfg = load_run_config(args, extra)

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from retrieval.beir import BeirFormatError, load_beir
-    from retrieval.metrics import evaluate, parse_metric
+    from deepretrieval.retrieval.beir import BeirFormatError, load_beir
+    from deepretrieval.retrieval.metrics import evaluate, parse_metric
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     metrics = list(dict.fromkeys(["ndcg@10", "recall@100", *metrics]))
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"eval-retrieval: {exc}") from exc
     t0 = time.perf_counter()
     if args.index:
-        from retrieval.index_store import IndexFormatError
-        from retrieval.saved_index import open_index
+        from deepretrieval.retrieval.index_store import IndexFormatError
+        from deepretrieval.retrieval.saved_index import open_index
         try:
             retriever = open_index(args.index, device=args.device).engine
         except IndexFormatError as exc:

@@ -27,10 +27,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from sqlexec.datasets import FORMATS, SqlExample, load_examples
-from sqlexec.outcome import STATUSES, Outcome
-from sqlexec.pool import SqlItem, evaluate_batch
-from sqlexec.sandbox import Limits
+from deepretrieval.sqlexec.datasets import FORMATS, SqlExample, load_examples
+from deepretrieval.sqlexec.outcome import STATUSES, Outcome
+from deepretrieval.sqlexec.pool import SqlItem, evaluate_batch
+from deepretrieval.sqlexec.sandbox import Limits
 
 _SHOWN_PROBLEMS = 10
 

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.registry import resolve_dtype
+    from deepretrieval.model.registry import resolve_dtype
     from deepretrieval.policy import export_hf, load_policy
     model, tokenizer = load_policy(args.checkpoint)
     out = export_hf(model.to(resolve_dtype(DTYPES[args.dtype])), tokenizer, args.out)

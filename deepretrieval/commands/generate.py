@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.chat_template import render_chat
-    from model.registry import load_model, resolve_device
-    from model.sampler import SamplingParams, generate
+    from deepretrieval.model.chat_template import render_chat
+    from deepretrieval.model.registry import load_model, resolve_device
+    from deepretrieval.model.sampler import SamplingParams, generate
 
     if args.system is not None and not args.chat:
         raise SystemExit("deepretrieval generate: --system needs --chat (it is a turn of the chat template)")

@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from deepretrieval.policy import load_policy
     from deepretrieval.run_config import ConfigError, load_config
     from deepretrieval.training import build_eval_task
-    from model.registry import resolve_device
-    from tasks.prompts import build_prompt
+    from deepretrieval.model.registry import resolve_device
+    from deepretrieval.tasks.prompts import build_prompt
     try:
         cfg = load_config(args.config or demo_config_path(), args.overrides)
     except ConfigError as exc:

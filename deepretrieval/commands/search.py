@@ -51,26 +51,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _engine_search(engine: str, query: str, args, k: int) -> dict:
-    from retrieval.search_backend import SearchError
+    from deepretrieval.retrieval.search_backend import SearchError
 
     cache = None if args.no_cache else (args.cache or default_cache_path())
     url = {"base_url": args.base_url} if args.base_url else {}
     try:
         if engine == "pubmed":
-            from retrieval.pubmed import PubMedClient
+            from deepretrieval.retrieval.pubmed import PubMedClient
             client = PubMedClient(**url, cache=cache)
             res = client.search_full(query, k, min_date=args.min_date, max_date=args.max_date)
             return {"ids": res.ids, "total": res.count, **client.http.stats}
         if engine == "ctgov":
-            from retrieval.ctgov import ClinicalTrialsClient
+            from deepretrieval.retrieval.ctgov import ClinicalTrialsClient
             params = dict(p.split("=", 1) for p in args.param if "=" in p)
             if len(params) != len(args.param):
                 raise ValueError("--param takes NAME=VALUE")
             client = ClinicalTrialsClient(**url, cache=cache)
             res = client.search_full(query, k, max_date=args.max_date, params=params)
             return {"ids": res.ids, "total": res.total, **client.http.stats}
-        from retrieval.medline_backend import MedlineBackend
-        from retrieval.medline_corpus import MedlineFormatError
+        from deepretrieval.retrieval.medline_backend import MedlineBackend
+        from deepretrieval.retrieval.medline_corpus import MedlineFormatError
         try:
             backend = MedlineBackend.from_files(*args.corpus) if args.corpus else MedlineBackend.builtin()
         except (MedlineFormatError, FileNotFoundError) as exc:
@@ -85,8 +85,8 @@ def _engine_search(engine: str, query: str, args, k: int) -> dict:
 
 
 def _index_search(path: str, query: str, args, k: int) -> dict:
-    from retrieval.index_store import IndexFormatError
-    from retrieval.saved_index import open_index
+    from deepretrieval.retrieval.index_store import IndexFormatError
+    from deepretrieval.retrieval.saved_index import open_index
     try:
         index = open_index(path, device=args.device)
     except (IndexFormatError, FileNotFoundError) as exc:

@@ -1,0 +1,326 @@
+"""Fast decoding for `deepretrieval.model.sampler.generate`: Triton kernels, static state, one CUDA graph per step.
+
+    out = generate(model, prompts, params, pad_token_id=0, seed=0)          # on CUDA: this path
+    out = generate(model, prompts, params, pad_token_id=0, cuda_graphs=False)   # same kernels, no graph
+    out = generate(model, prompts, params, pad_token_id=0, fast=False)      # the eager reference path
+    release(model)                                                         # free the cached decoder
+
+One decode step (`FastDecoder._body`: one token per row, static shapes):
+  embed -> per layer: RMSNorm fused with the residual add, q/k/v projections (q/k RMSNorm for
+  Qwen3), RoPE of q and k from position tables with k/v written into the static cache at `slot`
+  (one kernel), split-K GQA decode attention over each row's [kv_start, kv_end), o-projection,
+  RMSNorm + residual, SwiGLU -> final norm -> LM head -> fused sampling from a static noise
+  buffer -> the sampler's `StepOutputs.record`, which in the same launch makes the samples the next
+  input and bumps `slot`, `kv_end`, `positions` in place (kernels/record_step.py).
+  At most `deepretrieval.kernels.fused_linear.MAX_ROWS` rows (latency, not throughput), the layer is 7 kernels:
+  the projections are fused GEMVs that fold in the RMSNorm before them and the bias, SiLU-gate and
+  residual add after them, then RoPE + cache write, the attention's split and reduce
+  (`_layers_fused`); at one row the qkv GEMV also does the RoPE and the cache write
+  (kernels/qkv_rope_cache.py), 6 kernels. The LM head folds in the final norm. Launch overhead,
+  not bandwidth, is what a batch-1 step of a small model is made of.
+Everything that changes between steps is a device tensor that the step advances itself, so on CUDA
+the step is captured once in a CUDA graph and replayed with no host input: the host loop only
+refills the noise from the torch.Generator (outside the graph, so any generator works) and reads
+the "every row has stopped" flag every `sync_every` steps. The first decode step runs eagerly on a
+side stream (it compiles the Triton kernels and warms cuBLAS) and is then captured for the rest.
+The same step runs eagerly on any device (the kernels' dispatchers pick the PyTorch references
+off CUDA), which is how the CPU tests check this path.
+
+The prefill is the model's own forward. At a few rows (at most `FUSED_MAX_ROWS`) it is bound by
+the host launching ~33 small kernels a layer (measured on an H100 at batch 1, prompt 128: 15.5 ms
+to enqueue 2.8 ms of GPU work at Qwen2.5-0.5B shapes, 28 ms for 6.5 ms at 3B), so there it is
+captured in a CUDA graph too, once two calls in a row bring prompts of the same shape (a capture
+costs about one more eager prefill: not worth it for a shape seen once), and replayed while
+prompts keep that shape.
+
+Static shapes: the batch is padded to a bucket (1, 2, 4, ..., 128, then multiples of 128) with
+copies of the first prompt that are marked finished from the start; the cache holds
+round_up(prompt_len + max_new_tokens, SEQ_ROUND) slots, never a model's maximum context. Prefill
+is the model's own forward (scaled_dot_product_attention) writing into that static cache. Rows
+that stopped keep decoding over their own range (static shapes); the recorder masks their tokens,
+as on the eager path.
+
+One decoder (buffers, cache, graph) is kept per model and reused by the next call with the same
+bucket, cache length, sampling parameters, pad id and weight storage; anything else builds a new
+one (a replaced weight tensor can never be read through a stale graph). On Hopper the step's
+kernels overlap through programmatic dependent launch (kernels/pdl_triton.py).
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Callable, NamedTuple
+
+import torch
+
+from deepretrieval.kernels import use_pdl
+from deepretrieval.kernels.decode_attention import decode_attention, kv_range_from_mask
+from deepretrieval.kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS, fused_linear
+from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache
+from deepretrieval.kernels.rmsnorm import rmsnorm
+from deepretrieval.kernels.rope_cache import rope_cache
+from deepretrieval.kernels.sampling import sample
+from deepretrieval.model.kv_cache import KVCache
+from deepretrieval.model.transformer import Attention, RMSNorm, Transformer
+
+SEQ_ROUND = 128          # cache slots are rounded up to a multiple of this, so calls can share a graph
+_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> FastDecoder
+
+
+def batch_bucket(n: int) -> int:
+    """Rows the decoder runs for n prompts: the next power of two up to 128, then multiples of 128."""
+    if n <= 128:
+        return 1 << (n - 1).bit_length()
+    return -(-n // 128) * 128
+
+
+def unsupported_reason(model) -> str | None:
+    """Why `model` cannot take the fast path, or None when it can."""
+    if not isinstance(model, Transformer):
+        return f"{type(model).__name__} is not a model.transformer.Transformer"
+    d = model.cfg.head_dim
+    if d < 16 or d & (d - 1):
+        return f"head_dim {d} is not a power of two >= 16, as the decode attention kernel needs"
+    return None
+
+
+def release(model: Transformer) -> None:
+    """Drop the decoder cached for `model` (its KV cache, buffers and graph memory)."""
+    _DECODERS.pop(model, None)
+
+
+class DecoderKey(NamedTuple):
+    """What a cached decoder was built for; any change builds a new one."""
+    rows: int
+    max_len: int
+    params: object
+    pad_token_id: int
+    cuda_graphs: bool
+    pdl: bool                      # kernels launched with programmatic dependent launch
+    dtype: torch.dtype
+    weights: tuple[int, ...]       # data pointers of the model's parameters
+
+
+def decoder_for(model: Transformer, rows: int, max_len: int, params, pad_token_id: int, cuda_graphs: bool,
+                new_outputs: Callable[[], object]) -> "FastDecoder":
+    """The cached decoder for this call's shapes and settings, or a new one (`new_outputs()` gives
+    its `deepretrieval.model.sampler.StepOutputs`, which the graph writes into)."""
+    max_len = -(-max_len // SEQ_ROUND) * SEQ_ROUND
+    key = DecoderKey(rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device), model.dtype,
+                     tuple(p.data_ptr() for p in model.parameters()))
+    decoder = _DECODERS.get(model)
+    if decoder is None or decoder.key != key:
+        decoder = None
+        release(model)                                   # free the old buffers before allocating
+        decoder = _DECODERS[model] = FastDecoder(model, rows, max_len, params, new_outputs(), cuda_graphs, key)
+    return decoder
+
+
+def _biases(*linears: torch.nn.Linear):
+    """The layers' biases for fused_linear: all of them, or None when they have none."""
+    biases = tuple(lin.bias for lin in linears)
+    return None if all(b is None for b in biases) else biases
+
+
+def _norm(x: torch.Tensor, norm: RMSNorm, residual: torch.Tensor | None):
+    """(RMSNorm(x + residual), x + residual) in one kernel; the first norm of a step has no residual."""
+    if residual is None:
+        return rmsnorm(x, norm.weight, norm.eps), x
+    return rmsnorm(x, norm.weight, norm.eps, residual=residual)
+
+
+def prefill_logits(model: Transformer, ids: torch.Tensor, mask: torch.Tensor | None, cache: KVCache) -> torch.Tensor:
+    """The prompts ids [B, P] (mask [B, P] or None) through the model into `cache`: logits [B, V]
+    of slot P - 1, which left padding makes every row's last prompt token."""
+    return model.logits(model.forward_hidden(ids, mask, kv_cache=cache)[:, -1])
+
+
+class PrefillGraph(NamedTuple):
+    """A captured prefill: replay it after copying new prompts of `shape` into ids (and mask)."""
+    shape: tuple
+    graph: torch.cuda.CUDAGraph
+    ids: torch.Tensor              # [rows, P] static input
+    mask: torch.Tensor | None      # [rows, P] static input, or None
+    logits: torch.Tensor           # [rows, V] static output
+
+
+def _run_then_capture(device: torch.device, run: Callable, what: str):
+    """(run()'s result, a CUDA graph of run(), the graph's output): run() once eagerly on a side
+    stream (compiles the Triton kernels, warms cuBLAS; its result is this call's), then record it
+    (capture runs nothing, so the eager run's effects stay as they are) for later calls to replay."""
+    with torch.cuda.device(device):
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            result = run()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                captured = run()
+        except RuntimeError as exc:
+            raise RuntimeError(f"CUDA graph capture of {what} failed: {exc}\n"
+                               "generate(..., cuda_graphs=False) runs the same kernels without a graph") from exc
+    return result, graph, captured
+
+
+def _capture_prefill(model: Transformer, ids, mask, cache: KVCache, shape) -> tuple[torch.Tensor, PrefillGraph]:
+    """The prefill run eagerly (its logits are this call's) and recorded over static copies of the
+    inputs, both from an empty cache."""
+    ids, mask = ids.clone(), None if mask is None else mask.clone()
+
+    def run() -> torch.Tensor:
+        cache.length = 0           # the host side of an empty cache; the forward sets it to P again
+        return prefill_logits(model, ids, mask, cache)
+
+    logits, graph, static_logits = _run_then_capture(ids.device, run, "the prefill")
+    return logits, PrefillGraph(shape, graph, ids, mask, static_logits)
+
+
+class FastDecoder:
+    """Static decode state for `rows` sequences and `max_len` cache slots; see the module docstring.
+
+    Protocol shared with the sampler's eager decoder: `out` (StepOutputs), `start(logits, cache,
+    generator)` samples the first token from the prefill logits, `step()` decodes one more."""
+
+    def __init__(self, model: Transformer, rows: int, max_len: int, params, out, cuda_graphs: bool, key):
+        cfg, dev = model.cfg, model.device
+        self.key, self.params, self.out = key, params, out
+        self._model = weakref.ref(model)               # the cache entry must not keep its key alive
+        shape = (cfg.num_layers, rows, cfg.num_kv_heads, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, dtype=model.dtype, device=dev)          # [L, B, H_kv, S, D]
+        self.v = torch.zeros(shape, dtype=model.dtype, device=dev)
+        cos, sin = model.rope(torch.arange(max_len, device=dev)[None], torch.float32)
+        self.cos, self.sin = cos[0], sin[0]                                 # [S, D] fp32, by position
+        self.tokens = torch.zeros(rows, dtype=torch.long, device=dev)       # the last sampled token
+        self.positions = torch.zeros(rows, dtype=torch.long, device=dev)    # its RoPE position
+        self.kv_start = torch.zeros(rows, dtype=torch.int32, device=dev)    # first valid slot
+        self.kv_end = torch.zeros(rows, dtype=torch.int32, device=dev)      # one past the slot the step writes
+        self.slot = torch.zeros(1, dtype=torch.long, device=dev)            # the slot the next step writes
+        self.valid = torch.zeros(rows, max_len, dtype=torch.bool, device=dev)   # the prefill cache's
+        self.next_pos = torch.zeros(rows, dtype=torch.long, device=dev)         # ... (static: graphed)
+        self.uniform = (None if params.temperature == 0 else
+                        torch.zeros(rows, cfg.vocab_size, dtype=torch.float32, device=dev))   # [B, V]
+        # a few rows: fused GEMV kernels (norm, bias, SiLU-gate, residual folded in), 6-7 launches
+        # a layer; more rows: cuBLAS matmuls with the small kernels between them
+        self.fused = rows <= FUSED_MAX_ROWS and not cfg.qk_norm
+        self.use_graph = cuda_graphs and dev.type == "cuda"
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.prefill_graph: PrefillGraph | None = None
+        self.prefill_shape: tuple | None = None           # the last prompt shape run eagerly
+        self.generator: torch.Generator | None = None
+
+    def new_cache(self) -> KVCache:
+        """An empty KVCache over the static k/v, validity and positions."""
+        self.valid.zero_()
+        self.next_pos.zero_()
+        return KVCache(self.k, self.v, valid=self.valid, next_pos=self.next_pos)
+
+    def prefill(self, model: Transformer, ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, KVCache]:
+        """(last-slot logits [rows, V] fp32, the cache filled) for the prompts ids [rows, P] (mask
+        [rows, P] or None): `prefill_logits`, replayed from a CUDA graph where the module docstring says."""
+        cache = self.new_cache()
+        if not self.use_graph or len(ids) > FUSED_MAX_ROWS:
+            return prefill_logits(model, ids, mask, cache), cache
+        shape = (ids.shape, None if mask is None else mask.shape)
+        g = self.prefill_graph
+        if g is not None and g.shape == shape:
+            g.ids.copy_(ids)
+            if mask is not None:
+                g.mask.copy_(mask)
+            g.graph.replay()
+            cache.length = ids.shape[1]                  # the host side of KVCache.reserve
+            return g.logits, cache
+        if shape != self.prefill_shape:                  # first sight: eager
+            self.prefill_shape = shape
+            return prefill_logits(model, ids, mask, cache), cache
+        self.prefill_graph = None                        # free the old graph's memory first
+        logits, self.prefill_graph = _capture_prefill(model, ids, mask, cache, shape)
+        return logits, cache
+
+    def start(self, logits: torch.Tensor, cache: KVCache, generator: torch.Generator | None) -> None:
+        """Take the state after the prefill into `cache` and sample the first token from `logits` [B, V]."""
+        self.generator = generator
+        kv_start, kv_end = kv_range_from_mask(cache.valid)     # left padding: one run of real slots per row
+        self.kv_start.copy_(kv_start)
+        self.kv_end.copy_(kv_end + 1)                          # the first step's slot is visible to it
+        self.positions.copy_(cache.next_pos)
+        self.slot.fill_(cache.length)
+        self._refill_noise()
+        self._sample(logits)
+
+    def step(self) -> None:
+        self._refill_noise()
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.use_graph:
+            self._capture()
+        else:
+            self._body()
+
+    # ------------------------------------------------------------------ internals
+    def _refill_noise(self) -> None:
+        if self.uniform is not None:
+            self.uniform.uniform_(generator=self.generator)
+
+    def _sample(self, logits: torch.Tensor, bump: tuple[torch.Tensor, ...] = ()) -> None:
+        """Sample from logits [B, V], record, make the samples the next input, bump `bump` (one launch)."""
+        p = self.params
+        ids, logprobs = sample(logits, self.uniform, p.temperature, p.top_k, p.top_p)   # [B], [B]
+        self.out.record(ids, logprobs, last_tokens=self.tokens, bump=bump)
+
+    def _body(self) -> None:
+        model = self._model()
+        if model is None:
+            raise RuntimeError("FastDecoder: its model was garbage-collected")
+        x = model.embed(self.tokens)                                         # [B, C]
+        logits = self._layers_fused(model, x) if self.fused else self._layers(model, x)   # [B, V] fp32
+        # the next step writes the next slot at the next position, and sees one more key
+        self._sample(logits, bump=(self.slot, self.positions, self.kv_end))
+
+    def _layers(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
+        residual = None
+        for i, layer in enumerate(model.layers):
+            h, residual = _norm(x, layer.attn_norm, residual)
+            attn = layer.attn
+            q, k, v = self._heads(attn, attn.wq(h), attn.wk(h), attn.wv(h))  # [B, H, D], [B, H_kv, D] x2
+            if attn.q_norm is not None:                                      # Qwen3
+                q, k = attn.q_norm(q, rmsnorm), attn.k_norm(k, rmsnorm)
+            q = rope_cache(q, k, v, self.cos, self.sin, self.positions, self.k[i], self.v[i], self.slot)
+            x = attn.wo(self._attend(q, i))                                  # [B, C]
+            h, residual = _norm(x, layer.mlp_norm, residual)
+            x = layer.mlp(h)
+        h, _ = _norm(x, model.norm, residual)
+        return model.logits(h)
+
+    def _layers_fused(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
+        """The same layers in 6 (one row) or 7 launches each: RMSNorm folds into the projection
+        after it, bias, SiLU-gate and the residual add into the projection before them, and at one
+        row RoPE and the cache write into the qkv projection."""
+        for i, layer in enumerate(model.layers):
+            attn, mlp = layer.attn, layer.mlp
+            # q [B, H, D] rotated; this step's k and v go straight into the cache
+            q = qkv_rope_cache(x, (attn.wq.weight, attn.wk.weight, attn.wv.weight),
+                               _biases(attn.wq, attn.wk, attn.wv), layer.attn_norm.weight, layer.attn_norm.eps,
+                               self.cos, self.sin, self.positions, self.k[i], self.v[i], self.slot)
+            y = self._attend(q, i)                                           # [B, H * D]
+            h = fused_linear(y, (attn.wo.weight,), _biases(attn.wo), residual=x)          # [B, C]
+            gated = fused_linear(h, (mlp.gate.weight, mlp.up.weight), _biases(mlp.gate, mlp.up),
+                                 norm_weight=layer.mlp_norm.weight, eps=layer.mlp_norm.eps, silu_mul=True)
+            x = fused_linear(gated, (mlp.down.weight,), _biases(mlp.down), residual=h)   # [B, C]
+        return fused_linear(x, (model.head_weight,), norm_weight=model.norm.weight, eps=model.norm.eps, out_float=True)
+
+    @staticmethod
+    def _heads(attn: Attention, q, k, v):
+        """[B, H * D] projections -> q [B, H, D], k and v [B, H_kv, D] (views)."""
+        B = q.shape[0]
+        return (q.view(B, attn.num_heads, attn.head_dim), k.view(B, attn.num_kv_heads, attn.head_dim),
+                v.view(B, attn.num_kv_heads, attn.head_dim))
+
+    def _attend(self, q: torch.Tensor, layer: int) -> torch.Tensor:
+        """Attention of q [B, H, D] (rotated; this step's k/v already in the cache) over each row's
+        range: [B, H * D]."""
+        return decode_attention(q, self.k[layer], self.v[layer], self.kv_start, self.kv_end).flatten(1)
+
+    def _capture(self) -> None:
+        """Run this step eagerly, then record it for every later step to replay."""
+        _, self.graph, _ = _run_then_capture(self.k.device, self._body, "the decode step")
