@@ -7,13 +7,14 @@
 
 A config may start with `extends = "other.toml"` (a path relative to it): the other file is read
 first and this one's values replace its values key by key, so the experiments share one base
-with the paper's hyper-parameters instead of copies of it. A config has four tables: [model] (ModelConfig), [task] (tasks.registry.TaskConfig, with
-[task.engine]), [rl] (rl.config.RLConfig, with [rl.sampling], [rl.actor_optim], [rl.critic_optim])
-and [run] (RunSection). Anything left out takes the dataclass default. An override is
-`dotted.key=value`; the value is read as a TOML value (`1e-6`, `true`, `"text"`, `[1, 2]`), a bare
-word that is not TOML is taken as a string (`task.engine.kind=dense`), and `none` / `null` set an
-optional value to None. Every key is checked against the dataclasses and every value against the
-field's type, so a typo fails at start-up with a message naming the dotted key, e.g.
+with the paper's hyper-parameters instead of copies of it. A config has four tables: [model]
+(ModelSection), [task] (tasks.registry.TaskConfig, with [task.engine]), [rl] (rl.config.RLConfig,
+with [rl.sampling], [rl.actor_optim], [rl.critic_optim]) and [run] (RunSection). Anything left
+out takes the dataclass default. An override is `dotted.key=value`; the value is read as a TOML
+value (`1e-6`, `true`, `"text"`, `[1, 2]`), a bare word that is not TOML is taken as a string
+(`task.engine.kind=dense`), and `none` / `null` set an optional value to None. Every key is
+checked against the dataclasses and every value against the field's type, so a typo fails at
+start-up with a message naming the dotted key, e.g.
     config error: unknown key 'rl.actor_optim.lrr' (known: betas, eps, grad_clip, lr, ...)
     config error: rl.total_steps = 'ten': expected int
 Values are then checked by the dataclasses' own rules (e.g. GRPO needs group_size >= 2). The
@@ -40,7 +41,9 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelSection:
+    """The [model] table: which model a run loads and how it prompts it. (The architecture is
+    model.config.ModelConfig, read from the weights' own config.json.)"""
     name: str = "smollm2-135m"          # a built-in name (model.registry), a local HF folder or a hub id
     chat_template: str = "auto"         # auto = the model's own; or chatml | smollm2 | qwen3
     max_prompt_tokens: int = 1024       # longer prompts are an error, never silently cut
@@ -60,7 +63,7 @@ class RunSection:
 
 @dataclass(frozen=True)
 class RunConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelSection = field(default_factory=ModelSection)
     task: TaskConfig = field(default_factory=lambda: TaskConfig(data="."))
     rl: RLConfig = field(default_factory=RLConfig)
     run: RunSection = field(default_factory=RunSection)

@@ -6,8 +6,10 @@ Every kernel comes as three functions with one signature:
                                <name>             dispatcher: Triton when `use_triton(...)`, else the reference
     kernels/<name>_triton.py   <name>_triton      the Triton kernel(s) and their launcher
 
-    rmsnorm           RMSNorm in fp32, optionally fused with the residual add
-    rope              rotary embedding of q and k in one launch (HF rotate_half convention)
+    rmsnorm           RMSNorm in fp32, optionally fused with the residual add (the reference is
+                      also the model's RMSNorm, model/transformer.py)
+    rope              rotary embedding of q and k in one launch (HF rotate_half convention; its
+                      `apply_rope` is also the model's rotation)
     rope_cache        rope of one decode token's q and k, k and v written into the KV cache
     qkv_rope_cache    fused_linear's q/k/v projection and rope_cache in one kernel (one decode row)
     decode_attention  one new token against the static KV cache, GQA, split-K (flash-decoding)

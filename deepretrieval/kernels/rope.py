@@ -2,6 +2,7 @@
 the two halves of each head, not interleaved pairs, form the rotated pairs).
 
     q_rot, k_rot = rope(q, k, cos, sin, positions)
+    x_rot = apply_rope(x, cos_x, sin_x)      # one tensor, cos/sin already per token (model/transformer.py)
 
     q          [B, T, H_q, D]   any strides with unit stride along D (e.g. a projection viewed as heads)
     k          [B, T, H_kv, D]  same dtype as q
@@ -31,15 +32,18 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [..., D] rotated by cos, sin broadcastable to it (cast to x's dtype first): the one
+    definition of the rotation, used by `rope_reference` and by the model's forward."""
+    rotated = rotate_half(x)      # first: the order in which backward sums x's gradient terms depends on it
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
 def rope_reference(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                    positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     cos_t = cos[positions].unsqueeze(2)                                   # [B, T, 1, D]
     sin_t = sin[positions].unsqueeze(2)
-
-    def rotate(x: torch.Tensor) -> torch.Tensor:
-        return x * cos_t.to(x.dtype) + rotate_half(x) * sin_t.to(x.dtype)
-
-    return rotate(q), rotate(k)
+    return apply_rope(q, cos_t, sin_t), apply_rope(k, cos_t, sin_t)
 
 
 def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,

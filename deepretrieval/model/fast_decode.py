@@ -186,9 +186,9 @@ class FastDecoder:
         cfg, dev = model.cfg, model.device
         self.key, self.params, self.out = key, params, out
         self._model = weakref.ref(model)               # the cache entry must not keep its key alive
-        shape = (cfg.num_layers, rows, cfg.num_kv_heads, max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, dtype=model.dtype, device=dev)          # [L, B, H_kv, S, D]
-        self.v = torch.zeros(shape, dtype=model.dtype, device=dev)
+        static = KVCache.allocate(cfg, rows, max_len, model.dtype, dev)    # the graphs read these tensors
+        self.k, self.v = static.k, static.v                                 # [L, B, H_kv, S, D]
+        self.valid, self.next_pos = static.valid, static.next_pos           # [B, S], [B]: the prefill's
         cos, sin = model.rope(torch.arange(max_len, device=dev)[None], torch.float32)
         self.cos, self.sin = cos[0], sin[0]                                 # [S, D] fp32, by position
         self.tokens = torch.zeros(rows, dtype=torch.long, device=dev)       # the last sampled token
@@ -196,8 +196,6 @@ class FastDecoder:
         self.kv_start = torch.zeros(rows, dtype=torch.int32, device=dev)    # first valid slot
         self.kv_end = torch.zeros(rows, dtype=torch.int32, device=dev)      # one past the slot the step writes
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)            # the slot the next step writes
-        self.valid = torch.zeros(rows, max_len, dtype=torch.bool, device=dev)   # the prefill cache's
-        self.next_pos = torch.zeros(rows, dtype=torch.long, device=dev)         # ... (static: graphed)
         self.uniform = (None if params.temperature == 0 else
                         torch.zeros(rows, cfg.vocab_size, dtype=torch.float32, device=dev))   # [B, V]
         # a few rows: fused GEMV kernels (norm, bias, SiLU-gate, residual folded in), 6-7 launches
@@ -284,7 +282,8 @@ class FastDecoder:
             attn = layer.attn
             q, k, v = self._heads(attn, attn.wq(h), attn.wk(h), attn.wv(h))  # [B, H, D], [B, H_kv, D] x2
             if attn.q_norm is not None:                                      # Qwen3
-                q, k = attn.q_norm(q, rmsnorm), attn.k_norm(k, rmsnorm)
+                q = rmsnorm(q, attn.q_norm.weight, attn.q_norm.eps)
+                k = rmsnorm(k, attn.k_norm.weight, attn.k_norm.eps)
             q = rope_cache(q, k, v, self.cos, self.sin, self.positions, self.k[i], self.v[i], self.slot)
             x = attn.wo(self._attend(q, i))                                  # [B, C]
             h, residual = _norm(x, layer.mlp_norm, residual)

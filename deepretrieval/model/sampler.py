@@ -23,8 +23,8 @@ No host sync per token: sampling uses the exponential-race trick (argmax of p / 
 same distribution as multinomial) with a seedable `torch.Generator`, and whether every row has
 stopped is read back only every `sync_every` steps.
 
-Swappable pieces: `sample_fn(logits [B, V] fp32, params, generator) -> (tokens [B], logprobs [B])`
-(default `sample_next`); attention/norm/RoPE through `model.ops` (see model/transformer.py).
+Swappable piece: `sample_fn(logits [B, V] fp32, params, generator) -> (tokens [B], logprobs [B])`
+(default `sample_next`).
 
 Two decode paths share the prefill, the output bookkeeping (`StepOutputs`) and the stop checks.
 On CUDA `generate` takes the fast one (model/fast_decode.py: Triton kernels, static buffers, the

@@ -20,41 +20,28 @@ cast to the activation dtype), so fp32 logits match to ~1e-5 and bf16 runs make 
 choices. Logits are returned in float32: the LM head runs in the model dtype and is upcast, so the
 sampler and the RL trainer see the same numbers.
 
-Swappable pieces. The three hot ops are plain functions collected in `DecoderOps`
-(`rms_norm`, `apply_rope`, `attention`); `model.ops = dataclasses.replace(model.ops, attention=f)`
-plugs in another implementation (e.g. the Triton kernels in `kernels/`) with the same signature.
+RMSNorm and the RoPE rotation are defined once, in kernels/: this forward (prefill, training,
+the eager decode step) calls their PyTorch references (`kernels.rmsnorm.rmsnorm_reference`,
+`kernels.rope.apply_rope`), which are differentiable and round where transformers does; the fast
+decode step (model/fast_decode.py) calls the dispatchers of the same ops, which pick the Triton
+kernels on CUDA. Attention here is `sdpa_attention` (scaled_dot_product_attention); the fast
+decode step attends with kernels/decode_attention.py.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepretrieval.kernels.rmsnorm import rmsnorm_reference
+from deepretrieval.kernels.rope import apply_rope
 from deepretrieval.model.config import ModelConfig
 from deepretrieval.model.kv_cache import KVCache
 
 
-# ------------------------------------------------------------------ reference ops (swappable)
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x [..., C] -> [..., C]: normalise in fp32, cast back, then scale (HF's order)."""
-    dtype = x.dtype
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(dtype)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, H, T, D] rotated by cos, sin [B, T, D] (the "rotate half" convention of HF)."""
-    cos, sin = cos[:, None], sin[:, None]                         # [B, 1, T, D]
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # [B, H, T, D]
-    return x * cos + rotated * sin
-
-
+# ------------------------------------------------------------------ ops
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """q [B, H, T, D], k/v [B, H_kv, S, D], mask [B, 1, T, S] bool (True = attend) or None
     (plain causal, T == S) -> [B, H, T, D]. H must be a multiple of H_kv (GQA).
@@ -74,13 +61,6 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
         k = k[:, :, None].expand(-1, -1, G, -1, -1).flatten(1, 2)          # [B, H, S, D]
         v = v[:, :, None].expand(-1, -1, G, -1, -1).flatten(1, 2)          # [B, H, S, D]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
-
-@dataclass(frozen=True)
-class DecoderOps:
-    rms_norm: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = rms_norm
-    apply_rope: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = apply_rope
-    attention: Callable[..., torch.Tensor] = sdpa_attention
 
 
 def rope_inv_freq(cfg: ModelConfig, device: torch.device | str | None = None) -> torch.Tensor:
@@ -109,8 +89,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor, fn=rms_norm) -> torch.Tensor:
-        return fn(x, self.weight, self.eps)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:              # [..., dim] -> [..., dim]
+        return rmsnorm_reference(x, self.weight, self.eps)
 
 
 class Attention(nn.Module):
@@ -124,19 +104,20 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
 
-    def forward(self, x, cos, sin, mask, ops: DecoderOps, cache: KVCache | None, layer: int, start: int):
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, start: int):
+        """x [B, T, C], cos/sin [B, 1, T, D], mask as `sdpa_attention`'s -> [B, T, C]."""
         B, T, _ = x.shape                                                  # x [B, T, C]
         q = self.wq(x).view(B, T, self.num_heads, self.head_dim)          # [B, T, H, D]
         k = self.wk(x).view(B, T, self.num_kv_heads, self.head_dim)       # [B, T, H_kv, D]
         v = self.wv(x).view(B, T, self.num_kv_heads, self.head_dim)       # [B, T, H_kv, D]
         if self.q_norm is not None:                                        # Qwen3: per-head RMSNorm
-            q, k = self.q_norm(q, ops.rms_norm), self.k_norm(k, ops.rms_norm)
-        q = ops.apply_rope(q.transpose(1, 2), cos, sin)                    # [B, H, T, D]
-        k = ops.apply_rope(k.transpose(1, 2), cos, sin)                    # [B, H_kv, T, D]
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q.transpose(1, 2), cos, sin)                        # [B, H, T, D]
+        k = apply_rope(k.transpose(1, 2), cos, sin)                        # [B, H_kv, T, D]
         v = v.transpose(1, 2)                                              # [B, H_kv, T, D]
         if cache is not None:
             k, v = cache.update(layer, start, k, v)                        # [B, H_kv, S, D]
-        y = ops.attention(q, k, v, mask)                                   # [B, H, T, D]
+        y = sdpa_attention(q, k, v, mask)                                  # [B, H, T, D]
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))               # [B, T, C]
 
 
@@ -159,16 +140,15 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, ops: DecoderOps, cache: KVCache | None, layer: int, start: int):
-        h = x + self.attn(self.attn_norm(x, ops.rms_norm), cos, sin, mask, ops, cache, layer, start)
-        return h + self.mlp(self.mlp_norm(h, ops.rms_norm))
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, start: int):
+        h = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, start)
+        return h + self.mlp(self.mlp_norm(h))
 
 
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.ops = DecoderOps()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
@@ -224,10 +204,10 @@ class Transformer(nn.Module):
             # a bf16 model, Megatron's default, and the sampler's bf16 copy) rather than fp32 adds
             # and norms started by fp32 master-weight embeddings.
             x = x.to(torch.get_autocast_dtype(dev.type))
-        cos, sin = self.rope(positions, x.dtype)                            # [B, T, D]
+        cos, sin = (t[:, None] for t in self.rope(positions, x.dtype))      # [B, 1, T, D]: one for all heads
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, self.ops, kv_cache, i, start)
-        return self.norm(x, self.ops.rms_norm)                              # [B, T, C]
+            x = layer(x, cos, sin, mask, kv_cache, i, start)
+        return self.norm(x)                                                 # [B, T, C]
 
     @staticmethod
     def _attention_mask(key_valid: torch.Tensor, start: int, end: int) -> torch.Tensor:
