@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         assert all(o.correct for o in outcomes), "a gold query did not match itself"
 
     ref_s = _best_seconds(lambda: _reference_pass(items), args.repeats)
-    with SqlPool(workers=1) as serial:
+    with SqlPool(workers=0) as serial:
         serial_s = _best_seconds(lambda: check(serial.evaluate(items)), args.repeats)
     start = time.perf_counter()
     with SqlPool(workers=args.workers) as parallel:

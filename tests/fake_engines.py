@@ -16,15 +16,23 @@ Responses are the real recorded ones in ../shared/data/api_fixtures:
 POST requests (form-encoded, as E-utilities accept) are answered like GETs.
 Faults, consumed one per request: "429:<retry-after>", "<status>" (e.g. "500"), "slow:<seconds>",
 "truncated" (Content-Length beyond the bytes sent), "malformed" (half the JSON, honest length),
-"html" (200 with an HTML page), "html503", "ncbi_error:<message>".
+"html" (200 with an HTML page), "html503", "ncbi_error:<message>"; and hostile ones:
+"hang" (no answer until the server closes), "dribble:<seconds>" (the whole response one byte per
+<seconds>), "dribble_body:<seconds>" (headers at once, then the body so), "big:<bytes>" (a body of
+that size, announced), "big_unsized:<bytes>" (the same without Content-Length, ended by closing),
+"gzip" (the right answer gzipped), "gzip_bomb:<bytes>" (gzip of that many zero bytes),
+"gzip_truncated" (the gzipped answer cut short, honest length).
 Every request's arrival time (time.monotonic, system-wide on Linux) is recorded before anything
 else, so rate checks use the server's own clock.
 """
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,6 +70,15 @@ class Request:
     method: str = "GET"
 
 
+@functools.lru_cache(maxsize=2)
+def gzip_of_zeros(n: int) -> bytes:
+    """A gzip member that inflates to `n` zero bytes (1,000:1 and more), built a MiB at a time."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    mib = bytes(2**20)
+    parts = [z.compress(mib) for _ in range(n // 2**20)] + [z.compress(bytes(n % 2**20)), z.flush()]
+    return b"".join(parts)
+
+
 def esearch_universe(fixture: dict, n: int = 12_000) -> list[str]:
     """The id list the fake esearch pages through: the recorded ids, then descending PMIDs."""
     ids = list(fixture["esearchresult"]["idlist"])
@@ -75,6 +92,7 @@ class FakeEngines:
         self.requests: list[Request] = []
         self.faults: list[str] = []
         self._lock = threading.Lock()
+        self._closing = threading.Event()   # releases "hang" requests
         self.esearch = {term: (self.dir / "ncbi_esearch" / f).read_bytes() for term, f in ESEARCH_TERMS.items()}
         self.universe = {term: esearch_universe(json.loads(b)) for term, b in self.esearch.items()}
         ct = self.dir / "ctgov_v2_studies"
@@ -93,6 +111,7 @@ class FakeEngines:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -207,7 +226,50 @@ class FakeEngines:
                 if kind == "ncbi_error":
                     return self._send(200, json.dumps({"header": {"type": "esearch"}, "esearchresult": {
                         "ERROR": arg}}).encode())
-                raise ValueError(f"unknown fault {fault!r}")
+                try:
+                    return self._hostile(kind, arg, status, body)
+                except (BrokenPipeError, ConnectionResetError):   # the client gave up: expected
+                    self.close_connection = True
+
+            def _hostile(self, kind: str, arg: str, status: int, body: bytes):
+                if kind == "hang":
+                    server._closing.wait()
+                    self.close_connection = True
+                    return None
+                if kind == "gzip":
+                    return self._send(status, gzip.compress(body), headers=[("Content-Encoding", "gzip")])
+                if kind == "gzip_truncated":
+                    packed = gzip.compress(body)
+                    return self._send(status, packed[: len(packed) // 2], headers=[("Content-Encoding", "gzip")])
+                if kind == "gzip_bomb":
+                    return self._send(200, gzip_of_zeros(int(arg)), headers=[("Content-Encoding", "gzip")])
+                if kind in ("dribble", "dribble_body"):
+                    head = (f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+                            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+                    if kind == "dribble_body":
+                        self.wfile.write(head)
+                        head = b""
+                    data = head + body
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        if server._closing.wait(float(arg)):
+                            break
+                    self.close_connection = True
+                    return None
+                if kind in ("big", "big_unsized"):
+                    size, chunk = int(arg), b"x" * 2**20
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    if kind == "big":
+                        self.send_header("Content-Length", str(size))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for start in range(0, size, len(chunk)):
+                        self.wfile.write(chunk[: size - start])
+                    self.close_connection = True
+                    return None
+                raise ValueError(f"unknown fault {kind!r}")
 
         return Handler
 

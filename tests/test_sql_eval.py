@@ -161,7 +161,7 @@ def test_cli_rejects_misaligned_predictions(spider_dir, tmp_path):
     wrong_db.write_text(json.dumps({"sql": "SELECT 1", "db_id": "pets_1"}) + "\n" * 1 + "{}\n" * 1033)
     with pytest.raises(SystemExit, match="line 1 is for db_id 'pets_1'"):
         main(["eval-sql", "--data", str(spider_dir), "--format", "spider", "--predictions", str(wrong_db)])
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(SystemExit, match="tables.json is missing"):
         main(["eval-sql", "--data", str(tmp_path), "--format", "spider", "--gold"])
 
 

@@ -24,7 +24,7 @@ def test_examples_schema_and_skipped_database(spider_task):
     assert all("wta_1" in s for s in spider_task.skipped)
     p = spider_task.prompts("test")[0]
     user = p.messages[1]["content"]
-    assert user.startswith("You are a SQL query writing expert.") and "CREATE TABLE" in user
+    assert user.startswith("\nYou are a SQL query writing expert.") and "CREATE TABLE" in user
     assert "External Knowledge" not in user.split("Note:")[0]                 # Spider has no evidence
     assert user.endswith("Here's the user query:\n" + exs[0]["input"])
     assert p.assistant_prefix == "Let me write the SQL query with reasoning. \n<think>\n"
@@ -63,7 +63,8 @@ def test_spider_evaluate_gold_is_exact(spider_task):
     assert res["skipped_missing_db"] == 62.0
 
 
-def test_bird_partial_credit(tmp_path, spider_dir):
+@pytest.fixture
+def bird_dir(tmp_path, spider_dir):
     db = tmp_path / "dev_databases" / "concert_singer"
     db.mkdir(parents=True)
     shutil.copy(spider_dir / "database" / "concert_singer" / "concert_singer.sqlite", db)
@@ -71,9 +72,14 @@ def test_bird_partial_credit(tmp_path, spider_dir):
         {"db_id": "concert_singer", "question": "Names of all singers?", "evidence": "singer = performer",
          "SQL": "SELECT Name FROM singer"},
         {"db_id": "concert_singer", "question": "Broken gold?", "evidence": "", "SQL": "SELECT nope FROM singer"}]))
-    task = TextToSQLTask.from_dataset(tmp_path, "bird", split_map={"test": "dev"})
+    return tmp_path
+
+
+def test_bird_partial_credit(bird_dir):
+    task = TextToSQLTask.from_dataset(bird_dir, "bird", split_map={"test": "dev"}, reward="row_recall")
     p = task.prompts("test")[0]
-    assert "External Knowledge: singer = performer" in p.messages[1]["content"]
+    assert "CREATE TABLE" in p.messages[1]["content"]
+    assert "\nExternal Knowledge: singer = performer\nNote: Using valid SQLite" in p.messages[1]["content"]
     cases = [
         ("SELECT Name FROM singer", 2.1),                          # exact: 0.1 + 1 + recall 1
         ("SELECT Name FROM singer WHERE Age > 40", 0.1 + 3 / 6),    # 3 of the 6 gold rows

@@ -60,11 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
-    from deepretrieval.retrieval.beir import load_corpus
+    from deepretrieval.retrieval.beir import BeirFormatError, load_corpus
     t0 = time.perf_counter()
     try:
         doc_ids, texts = load_corpus(Path(args.beir) / "corpus.jsonl")
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, BeirFormatError) as exc:
         raise SystemExit(str(exc)) from exc
     retriever = build_retriever(args, doc_ids, texts)
     path = retriever.save(args.out)

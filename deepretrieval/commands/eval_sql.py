@@ -10,6 +10,11 @@ ones included, so the file has exactly as many entries as the split):
 - any other file: one SQL per line (Spider's official format); as in Spider's evaluation.py,
   text after a tab (e.g. "SQL<TAB>db_id") is ignored. An empty line is an empty prediction
   (a pred_error), never dropped.
+The file must be UTF-8: a byte that is not is an error naming the line (we do not guess what
+the SQL was meant to say). SQL that cannot be run as text (a lone surrogate written as "\udc80"
+in JSON) is that example's pred_error. `--workers N` runs the queries in N supervised worker
+processes (sqlexec.pool: a query past its time limit or a worker that dies costs one example,
+never the run); `--workers 0` runs them in this process.
 `--gold` evaluates each gold query against itself: a check of the data and of the evaluator.
 
 Accuracy = correct / evaluated, where evaluated = total - skipped; an example is skipped only
@@ -44,7 +49,7 @@ def add_arguments(parser) -> None:
     source.add_argument("--gold", action="store_true", help="evaluate the gold SQL against itself")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per query (default 30, as the paper)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes (default: all cores; 1 = in this process)")
+                        help="worker processes (default: all cores; 0 = in this process)")
     parser.add_argument("--remove-distinct", action="store_true",
                         help="delete DISTINCT from all queries first, as the official Spider evaluator does "
                              "unless given --keep_distinct (default here: run the queries as written)")
@@ -56,7 +61,15 @@ def read_predictions(path: Path, examples: list[SqlExample]) -> list[str]:
     """The predicted SQL of each example (see the module docstring for the formats)."""
     if not path.is_file():
         raise SystemExit(f"eval-sql: predictions file {path} does not exist")
-    lines = path.read_text(encoding="utf-8").split("\n")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SystemExit(f"eval-sql: {path} line {line} is not UTF-8 (byte 0x{data[exc.start]:02x} at byte "
+                         f"{column} of the line); save the predictions as UTF-8") from exc
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it is not one more prediction
     if len(lines) != len(examples):
@@ -80,6 +93,8 @@ def read_predictions(path: Path, examples: list[SqlExample]) -> list[str]:
 
 
 def run(args) -> int:
+    if args.workers < 0:
+        raise SystemExit(f"eval-sql: --workers {args.workers}: give 0 (in this process) or more")
     try:
         examples = load_examples(args.data, args.format, args.split)
     except (FileNotFoundError, ValueError) as exc:

@@ -28,6 +28,9 @@ from typing import Any
 # HF `model_type` -> the `architectures` entry transformers uses for the causal LM.
 SUPPORTED = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
 _ROPE_TYPES = ("default", "llama3")
+# config.json keys without a default: every released config of the supported families has them
+_REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                  "num_attention_heads", "rms_norm_eps")
 
 
 class UnsupportedModelError(ValueError):
@@ -81,8 +84,15 @@ class ModelConfig:
 
     # ---------------------------------------------------------------- HF config.json
     @classmethod
-    def from_hf_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_hf_dict(cls, d: dict[str, Any], where: str = "the config") -> "ModelConfig":
+        """`where` (the file) names the source in errors."""
         model_type = _model_type(d)
+        for key in _REQUIRED_KEYS:
+            value = d.get(key)
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                what = f"has no {key!r}" if value is None else f"has {key!r} = {value!r}, not a number"
+                raise ValueError(f"{where} {what} (a {model_type} config needs "
+                                 f"{', '.join(_REQUIRED_KEYS)}); re-download or fix the file")
         heads = d["num_attention_heads"]
         head_dim = d.get("head_dim") or d["hidden_size"] // heads
         if model_type in ("qwen2", "qwen3") and d.get("use_sliding_window"):
@@ -128,7 +138,9 @@ class ModelConfig:
             raise FileNotFoundError(f"{path} does not exist: a HF model folder needs a config.json") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is not valid JSON ({exc}); re-download or fix the file") from None
-        return cls.from_hf_dict(d)
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} holds a JSON {type(d).__name__}, not an object; re-download or fix the file")
+        return cls.from_hf_dict(d, where=str(path))
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A config.json that transformers (4.45+ and 5.x) loads into the same architecture.

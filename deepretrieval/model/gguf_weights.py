@@ -10,6 +10,11 @@ corresponds to and then goes through the same checked table as safetensors check
 (interleaved rotary pairs instead of HF's "rotate half" halves); `unpermute_rows` undoes it.
 The config comes from the GGUF metadata (`llama.block_count`, `llama.embedding_length`, ...);
 the embeddings are tied when the file has no `output.weight`.
+
+Before any tensor is read, the layout is checked as llama.cpp checks it (gguf.cpp): the tensors'
+data lie one after the other in header order, each padded to `general.alignment`, inside the
+file. A tensor whose type or shape was changed in the header no longer fills the space up to the
+next one, and is refused by name instead of being read from its neighbours' bytes.
 """
 from __future__ import annotations
 
@@ -105,10 +110,29 @@ def gguf_config(reader) -> ModelConfig:
     )
 
 
+def check_layout(reader, path: Path) -> None:
+    """Raises WeightLoadError naming the first tensor whose declared size (type and shape) does
+    not fill exactly the space before the next tensor, or that runs past the end of the file."""
+    align = reader.alignment
+    tensors = list(reader.tensors)
+    end_of_data = len(reader.data) - reader.data_offset
+    for t, after in zip(tensors, tensors[1:] + [None]):
+        start = int(t.data_offset) - reader.data_offset
+        room = (int(after.data_offset) - reader.data_offset if after is not None else end_of_data) - start
+        padded = -(-int(t.n_bytes) // align) * align
+        if room < t.n_bytes or (after is not None and room != padded):
+            raise WeightLoadError(
+                f"{path}: GGUF tensor {t.name!r} ({t.tensor_type.name}, shape {[int(n) for n in t.shape]}) "
+                f"needs {int(t.n_bytes)} bytes but has {room} before "
+                f"{repr(after.name) if after is not None else 'the end of the file'}: its type or shape "
+                "in the header is wrong (a damaged or edited file); download it again")
+
+
 class GGUFSource(TensorSource):
     """The tensors of a GGUF file under their HF keys, dequantised to float32 on demand."""
 
     def __init__(self, reader, cfg: ModelConfig, path: Path):
+        check_layout(reader, path)
         self.cfg, self.path = cfg, path
         self._tensors = {hf_name(t.name): t for t in reader.tensors}
 
@@ -121,7 +145,11 @@ class GGUFSource(TensorSource):
     def get(self, key):
         import gguf
         t = self._tensors[key]
-        w = torch.from_numpy(np.array(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32))
+        try:
+            w = torch.from_numpy(np.array(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32))
+        except (NotImplementedError, ValueError) as exc:   # a type gguf cannot dequantise
+            raise WeightLoadError(f"{self.path}: cannot dequantise GGUF tensor {t.name!r} of type "
+                                  f"{t.tensor_type.name} ({exc})") from None
         w = w.reshape(self.shape(key))
         if key.endswith("self_attn.q_proj.weight"):
             w = unpermute_rows(w, self.cfg.num_heads)

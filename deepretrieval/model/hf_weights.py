@@ -9,7 +9,9 @@ shape. Loading checks the checkpoint against that table before copying anything:
 unexpected or mis-shaped key raises `WeightLoadError` naming the key (and its file). Nothing is
 silently ignored except the rotary `inv_freq` buffers some old checkpoints carry, which we
 recompute. A tied model's checkpoint may still carry `lm_head.weight`; it must then equal the
-embedding.
+embedding. Every weight must be finite once in the target dtype: a NaN/inf (a diverged or damaged
+checkpoint) or a value beyond float16's range is a `WeightLoadError` naming the tensor, not a
+model that silently generates nothing.
 
 Memory: the model is built on the meta device, given uninitialised storage in the target
 dtype/device (`to_empty`), and each tensor is read from the (memory-mapped) file and copied
@@ -153,6 +155,21 @@ class SafetensorsSource(TensorSource):
 
 
 # ------------------------------------------------------------------ loading
+def _nonfinite(t: torch.Tensor) -> int:
+    """How many NaN/inf values `t` holds (in slices: no full-size mask of a large embedding)."""
+    return sum(int((~torch.isfinite(part)).sum()) for part in t.reshape(-1).split(1 << 24))
+
+
+def _check_finite(key: str, param: torch.Tensor, value: torch.Tensor, source: TensorSource) -> None:
+    if not _nonfinite(param):
+        return
+    bad = _nonfinite(value)
+    why = (f"holds {bad} NaN/inf value(s) of {value.numel()}: the checkpoint is damaged or its "
+           "training diverged; use another one" if bad else
+           f"has values beyond the range of {param.dtype}: load it in float32 or bfloat16")
+    raise WeightLoadError(f"{key!r}{source.where(key)} {why}")
+
+
 def load_state(model: Transformer, source: TensorSource) -> None:
     """Fill every parameter of `model` from `source` (HF keys), after checking keys and shapes."""
     cfg = model.cfg
@@ -176,7 +193,9 @@ def load_state(model: Transformer, source: TensorSource) -> None:
                                   f"the config implies {list(shape)}")
     with torch.no_grad():
         for hf_key, (ours, _) in table.items():
-            params[ours].copy_(source.get(hf_key))
+            value = source.get(hf_key)
+            params[ours].copy_(value)
+            _check_finite(hf_key, params[ours], value, source)
         if tied_head:
             head = source.get("lm_head.weight").to(device=model.device, dtype=model.dtype)
             if not torch.equal(head, model.embed.weight):

@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from deepretrieval.retrieval.http_client import HttpClient, MalformedResponse, RetryPolicy
+from deepretrieval.retrieval.http_client import (CONNECT_TIMEOUT, READ_TIMEOUT, TOTAL_TIMEOUT, HttpClient,
+                                                 MalformedResponse, RetryPolicy)
 from deepretrieval.retrieval.rate_limit import RateLimiter
 from deepretrieval.retrieval.request_cache import RequestCache
 from deepretrieval.retrieval.search_backend import DateLike, parse_date
@@ -64,7 +65,8 @@ class ClinicalTrialsClient:
                  cache: RequestCache | str | os.PathLike | None = None,
                  limiter: RateLimiter | None = None, page_size: int = MAX_PAGE_SIZE,
                  date_field: str = "StudyFirstPostDate", retry: RetryPolicy = RetryPolicy(),
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0):
+                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
+                 total_timeout: float = TOTAL_TIMEOUT):
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
         self.page_size = page_size
@@ -74,7 +76,8 @@ class ClinicalTrialsClient:
         if cache is not None and not isinstance(cache, RequestCache):
             cache = RequestCache(cache)
         self.http = HttpClient(base_url, limiter=limiter, cache=cache, retry=retry,
-                               connect_timeout=connect_timeout, read_timeout=read_timeout)
+                               connect_timeout=connect_timeout, read_timeout=read_timeout,
+                               total_timeout=total_timeout)
 
     def _base_params(self, query: str, max_date, params: dict | None) -> dict:
         extra = dict(params or {})

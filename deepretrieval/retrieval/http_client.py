@@ -8,33 +8,41 @@ fail loudly.
 Every request goes through, in order: the cache (a hit costs no request), the rate limiter (one slot
 per attempt, held while it is in flight), then the standard library's `http.client` with separate
 connect and read timeouts (urllib has only one), gzip accepted. The answer must be a 200 with JSON
-that the caller's `validate` accepts; only then is it cached. With `post_over=N`, a request
-whose URL would be longer than N characters is sent as a POST of the same form-encoded parameters
-(E-utilities accept that, and NCBI asks for it with long terms: servers refuse URLs of a few
-thousand characters); the cache key does not depend on the method.
+that the caller's `validate` accepts; only then is it cached.
+
+Limits that hold against any server: the read timeout bounds each wait for bytes, and
+`total_timeout` bounds the whole attempt (a server that sends one byte just inside every read
+timeout is cut off at it: a watchdog shuts the socket down, and the attempt fails as a retryable
+`RequestTimeout`). `max_body_bytes` caps the body both as sent and once gunzipped; the body is
+read and inflated in chunks, so a huge body or a gzip bomb is refused (`ResponseTooLarge`, not
+retried) after at most the cap in memory, and a Content-Length over the cap before any of it.
+
+With `post_over=N`, a request whose URL would be longer than N characters is sent as a POST of
+the same form-encoded parameters (E-utilities accept that, and NCBI asks for it with long terms:
+servers refuse URLs of a few thousand characters); the cache key does not depend on the method.
 
 Failures raise a subclass of `deepretrieval.retrieval.search_backend.SearchError` that names the URL and what
 was wrong; the reward code turns any `SearchError` into the paper's penalty. Transient ones are
 retried with exponential backoff and full jitter (sleep uniform(0, base * 2**attempt), capped),
 and a 429 or 503 that sends `Retry-After` (seconds or an HTTP date) is retried after at least
 that long:
-  retried:      429, 5xx, timeouts, refused/reset connections, truncated bodies, malformed JSON,
-                HTML error pages served with 200 (NCBI does this under load), and engine errors the
-                validator marks retryable;
+  retried:      429, 5xx, timeouts (per read or in all), refused/reset connections, truncated
+                bodies, malformed JSON, HTML error pages served with 200 (NCBI does this under
+                load), and engine errors the validator marks retryable;
   not retried:  other 4xx, engine errors about the query itself, a Retry-After beyond
-                `RetryPolicy.max_retry_after`.
+                `RetryPolicy.max_retry_after`, a body over the size cap.
 Standard library only: nothing here needs more than `http.client`, and it keeps the product's
 dependencies to what DESIGN.md lists.
 """
 from __future__ import annotations
 
 import email.utils
-import gzip
 import http.client
 import json
 import logging
 import random
 import re
+import socket
 import threading
 import time
 import zlib
@@ -49,6 +57,12 @@ from deepretrieval.retrieval.search_backend import SearchError
 log = logging.getLogger(__name__)
 
 USER_AGENT = "deepretrieval/0.1 (+https://github.com/pat-jj/DeepRetrieval reimplementation)"
+CONNECT_TIMEOUT = 10.0           # seconds to open the connection
+READ_TIMEOUT = 60.0              # seconds of silence allowed between bytes
+TOTAL_TIMEOUT = 120.0            # seconds for one attempt in all, connection to last byte
+MAX_BODY_BYTES = 32 * 2**20      # an esearch page of 10,000 ids is ~0.2 MB; a CTGov id page less
+_CHUNK = 64 * 1024               # bytes read at a time
+_INFLATE_STEP = 2**20            # bytes inflated at a time
 
 
 class RequestTimeout(SearchError):
@@ -57,6 +71,11 @@ class RequestTimeout(SearchError):
 
 class ConnectionFailed(SearchError):
     retryable = True
+
+
+class ResponseTooLarge(SearchError):
+    """A body over `max_body_bytes`, as sent or once inflated (the same query would bring it again)."""
+    retryable = False
 
 
 class HTTPStatusError(SearchError):
@@ -119,19 +138,100 @@ def _looks_like_html(body: bytes, content_type: str) -> bool:
     return "html" in content_type.lower() or body.lstrip().startswith(b"<")   # JSON never starts "<"
 
 
+def check_base_url(url: str) -> None:
+    """Raises ValueError unless `url` is an http(s) URL with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base URL {url!r} is not an http(s) URL such as "
+                         "'http://127.0.0.1:8080/entrez/eutils/'")
+
+
+class _Watchdog:
+    """Shuts the watched socket down when the attempt's time is up, so whatever read is blocked
+    returns at once, however the server spaces out its bytes (socket timeouts only bound each
+    wait). `expired` tells the caller why its read ended."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        """The connected socket (http.client drops its own reference to it before the body of a
+        `Connection: close` answer is read, so the connection object cannot be asked later)."""
+        self._sock = sock
+        if self.expired:         # the time ran out while connecting
+            self._cut()
+
+    def _cut(self) -> None:
+        self.expired = True
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:      # already closed
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _read_body(resp: http.client.HTTPResponse, cap: int, url: str) -> bytes:
+    """The body, gunzipped when the server says so, refused as soon as it (sent or inflated) is
+    over `cap` bytes: never more than about `cap` bytes in memory."""
+    if resp.length is not None and resp.length > cap:
+        raise ResponseTooLarge(f"the response announces {resp.length} bytes, over the "
+                               f"{cap}-byte cap", url)
+    gzipped = resp.headers.get("Content-Encoding", "").lower() == "gzip"
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if gzipped else None
+    parts, sent, size = [], 0, 0
+    in_member = False                # a gzip member has begun and not yet ended
+    while chunk := resp.read1(_CHUNK):
+        sent += len(chunk)
+        if sent > cap:
+            raise ResponseTooLarge(f"the response is over the {cap}-byte cap", url)
+        if inflate is None:
+            parts.append(chunk)
+        while inflate is not None and chunk:
+            # bounded steps (zlib builds each output twice) that stop one byte past the cap
+            out = inflate.decompress(chunk, min(_INFLATE_STEP, cap + 1 - size))
+            size += len(out)
+            if size > cap:
+                raise ResponseTooLarge(f"the gzip body inflates past the {cap}-byte cap (after "
+                                       f"{sent} compressed bytes)", url)
+            parts.append(out)
+            in_member = not inflate.eof
+            if inflate.eof:          # what follows is another gzip member (or garbage: an error)
+                chunk, inflate = inflate.unused_data, zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            else:                    # input held back by the output limit
+                chunk = inflate.unconsumed_tail
+    if resp.length:                  # the connection closed before Content-Length bytes came
+        raise MalformedResponse(f"truncated response: {sent} bytes of {sent + resp.length}", url)
+    if in_member:
+        raise MalformedResponse("corrupt gzip body: it ends inside its compressed stream", url)
+    return b"".join(parts)
+
+
 class HttpClient:
     """GET JSON from one service; thread-safe (one connection per request)."""
 
     def __init__(self, base_url: str, limiter: RateLimiter | None = None,
                  cache: RequestCache | None = None, retry: RetryPolicy = RetryPolicy(),
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0,
+                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
+                 total_timeout: float = TOTAL_TIMEOUT, max_body_bytes: int = MAX_BODY_BYTES,
                  user_agent: str = USER_AGENT, post_over: int | None = None):
+        check_base_url(base_url)
+        if min(connect_timeout, read_timeout, total_timeout) <= 0 or max_body_bytes < 1:
+            raise ValueError("HTTP timeouts and the body size cap must be positive")
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.limiter = limiter
         self.cache = cache
         self.retry = retry
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.total_timeout = total_timeout
+        self.max_body_bytes = max_body_bytes
         self.user_agent = user_agent
         self.post_over = post_over    # URLs longer than this go as POST (services that accept it)
         self._stats_lock = threading.Lock()
@@ -208,11 +308,11 @@ class HttpClient:
                                     f"{len(body)} bytes", full_url) from None
 
     def _send(self, full_url: str) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """One GET (or a POST of the same form, for a URL over `post_over`); returns
-        (status, headers, decoded body) or raises a retryable SearchError."""
+        """One GET (or a POST of the same form, for a URL over `post_over`) within
+        `total_timeout`; returns (status, headers, decoded body) or raises a SearchError."""
         parts = urlsplit(full_url)
         conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(parts.hostname, parts.port, timeout=self.connect_timeout)
+        conn = conn_cls(parts.hostname, parts.port, timeout=min(self.connect_timeout, self.total_timeout))
         headers = {"User-Agent": self.user_agent, "Accept": "application/json", "Accept-Encoding": "gzip"}
         if self.post_over is not None and len(full_url) > self.post_over:
             method, target, payload = "POST", parts.path, parts.query.encode("ascii")
@@ -220,27 +320,43 @@ class HttpClient:
         else:
             method, target, payload = "GET", parts.path + ("?" + parts.query if parts.query else ""), None
         self._count("requests")
+        watchdog = _Watchdog(self.total_timeout)
+        try:
+            answer = self._exchange(conn, watchdog, method, target, payload, headers, full_url)
+        except SearchError as exc:
+            if watchdog.expired and not isinstance(exc, ResponseTooLarge):
+                raise self._deadline_error(full_url) from None   # the shutdown is what it saw
+            raise
+        finally:
+            watchdog.cancel()
+            conn.close()
+        if watchdog.expired:         # a body without a length ends at the shutdown, cut short
+            raise self._deadline_error(full_url)
+        return answer
+
+    def _deadline_error(self, full_url: str) -> RequestTimeout:
+        return RequestTimeout(f"no complete response within the {self.total_timeout} s total "
+                              "deadline", full_url)
+
+    def _exchange(self, conn, watchdog: _Watchdog, method: str, target: str, payload: bytes | None,
+                  headers: dict, full_url: str) -> tuple[int, http.client.HTTPMessage, bytes]:
         try:
             try:
                 conn.connect()
             except TimeoutError:   # socket.timeout is TimeoutError
-                raise RequestTimeout(f"connect timed out after {self.connect_timeout} s", full_url) from None
+                raise RequestTimeout(f"connect timed out after {conn.timeout} s", full_url) from None
+            watchdog.watch(conn.sock)
             conn.sock.settimeout(self.read_timeout)
             conn.request(method, target, body=payload, headers=headers)
             resp = conn.getresponse()
-            body = resp.read()
-            if resp.headers.get("Content-Encoding", "").lower() == "gzip":
-                body = gzip.decompress(body)
-            return resp.status, resp.headers, body
+            return resp.status, resp.headers, _read_body(resp, self.max_body_bytes, full_url)
         except TimeoutError:   # socket.timeout is TimeoutError
             raise RequestTimeout(f"no response within the {self.read_timeout} s read timeout",
                                  full_url) from None
         except http.client.IncompleteRead as exc:
             raise MalformedResponse(f"truncated response: {len(exc.partial)} bytes of "
                                     f"{len(exc.partial) + (exc.expected or 0)}", full_url) from None
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        except zlib.error as exc:
             raise MalformedResponse(f"corrupt gzip body: {exc}", full_url) from None
         except (OSError, http.client.HTTPException) as exc:
             raise ConnectionFailed(f"connection failed: {exc!r}", full_url) from None
-        finally:
-            conn.close()

@@ -28,7 +28,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-from deepretrieval.retrieval.http_client import EngineError, HttpClient, MalformedResponse, RetryPolicy
+from deepretrieval.retrieval.http_client import (CONNECT_TIMEOUT, READ_TIMEOUT, TOTAL_TIMEOUT, EngineError,
+                                                 HttpClient, MalformedResponse, RetryPolicy)
 from deepretrieval.retrieval.rate_limit import RateLimiter
 from deepretrieval.retrieval.request_cache import RequestCache
 from deepretrieval.retrieval.search_backend import DateLike, parse_date
@@ -83,7 +84,8 @@ class PubMedClient:
                  cache: RequestCache | str | os.PathLike | None = None,
                  limiter: RateLimiter | None = None, page_size: int = 5_000,
                  sort: str | None = None, retry: RetryPolicy = RetryPolicy(),
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0):
+                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
+                 total_timeout: float = TOTAL_TIMEOUT):
         if not 1 <= page_size <= MAX_RETMAX:
             raise ValueError(f"page_size must be 1..{MAX_RETMAX}, got {page_size}")
         self.db = db
@@ -98,7 +100,7 @@ class PubMedClient:
             cache = RequestCache(cache)
         self.http = HttpClient(base_url, limiter=limiter, cache=cache, retry=retry,
                                connect_timeout=connect_timeout, read_timeout=read_timeout,
-                               post_over=POST_OVER)
+                               total_timeout=total_timeout, post_over=POST_OVER)
 
     def _params(self, term: str, retstart: int, retmax: int, min_date, max_date) -> dict:
         params = {"db": self.db, "term": term, "retmode": "json", "retstart": retstart,

@@ -78,11 +78,13 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8,
     `all_reduce` sums a tensor over ranks (rl.distributed.all_reduce_sum) so every rank whitens
     with the statistics of the global batch, as one process would.
     """
-    mask = mask.float()
-    moments = torch.stack([mask.sum(), (x * mask).sum(), (x * x * mask).sum()]).double()
+    # float64 sums, and a variance clamped at 0: E[x^2] - E[x]^2 of nearly equal values (constant
+    # rewards) cancels to a tiny negative number in float32, and rsqrt of it is NaN
+    xd, mask = x.double(), mask.double()
+    moments = torch.stack([mask.sum(), (xd * mask).sum(), (xd * xd * mask).sum()])
     if all_reduce is not None:
         moments = all_reduce(moments)
     n, s, ss = moments.unbind()
     mean = s / n
-    var = (ss - n * mean * mean) / (n - 1).clamp(min=1)
-    return ((x - mean) * torch.rsqrt(var + eps) * mask).to(x.dtype)
+    var = ((ss - n * mean * mean) / (n - 1).clamp(min=1)).clamp(min=0)
+    return ((xd - mean) * torch.rsqrt(var + eps) * mask).to(x.dtype)

@@ -50,6 +50,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a published checkpoint directory holds (from its name)."""
+    return int(Path(path).name[len(_PREFIX):])
+
+
 def list_checkpoints(root: Path) -> list[Path]:
     """Published checkpoints, oldest first (temporary directories are not listed)."""
     root = Path(root)
@@ -57,7 +62,7 @@ def list_checkpoints(root: Path) -> list[Path]:
         return []
     dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX)
             and p.name[len(_PREFIX):].isdigit()]
-    return sorted(dirs, key=lambda p: int(p.name[len(_PREFIX):]))
+    return sorted(dirs, key=checkpoint_step)
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -9,15 +9,23 @@ rollouts.jsonl, curves.png}, and a tqdm bar.
 Only rank 0 writes (enabled=False makes every method a no-op). On resume from step s, rows of
 metrics.jsonl / rollouts.jsonl with step > s (written by the killed run after its last
 checkpoint) are dropped, so the files describe exactly one history.
+
+A process killed mid-write leaves an unfinished last line. `read_jsonl` skips it (it was never a
+row) and `trim_jsonl`, which resume uses, removes it with a warning; a bad line anywhere else is
+damage, not a crash, and is an error naming the file and line.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
+
+log = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
 ROLLOUTS = "rollouts.jsonl"
@@ -25,11 +33,48 @@ CONFIG = "config.json"
 CURVES = "curves.png"
 
 
+def _rows_and_torn_tail(path: Path) -> tuple[list[dict[str, Any]], bytes]:
+    """The rows of a jsonl file, and its unfinished last line (b"" if none): one without a
+    newline that is not JSON, what a write cut short by a crash leaves."""
+    data = path.read_bytes() if path.exists() else b""
+    lines = data.split(b"\n")
+    tail = lines.pop()                  # b"" when the file ends with a newline
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise ValueError(f"{path} line {number} is not JSON ({exc}); only an unfinished last "
+                                 "line comes from a crash: fix or delete that line") from None
+    if tail.strip():
+        try:
+            rows.append(json.loads(tail))
+            tail = b""
+        except ValueError:
+            pass
+    return rows, tail
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a jsonl file ([] when it does not exist), without an unfinished last line."""
+    return _rows_and_torn_tail(Path(path))[0]
+
+
+def trim_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
+    """Rewrites `path` (atomically) with only the rows `keep` accepts and without an unfinished
+    last line (logged); returns how many rows were dropped."""
     path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows, torn = _rows_and_torn_tail(path)
+    if torn:
+        log.warning("%s: dropped its unfinished last line (%d bytes, written when the run was "
+                    "killed): %r", path, len(torn), torn[:60])
+    kept = [r for r in rows if keep(r)]
+    if torn or len(kept) < len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)
+    return len(rows) - len(kept)
 
 
 class RunLogger:
@@ -42,8 +87,11 @@ class RunLogger:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for name in (METRICS, ROLLOUTS):
-            kept = [r for r in read_jsonl(self.run_dir / name) if r["step"] <= start_step]
-            (self.run_dir / name).write_text("".join(json.dumps(r) + "\n" for r in kept))
+            dropped = trim_jsonl(self.run_dir / name, lambda r: r["step"] <= start_step)
+            if dropped and start_step:
+                log.info("%s: dropped %d rows after step %d, the checkpoint resumed from",
+                         self.run_dir / name, dropped, start_step)
+            (self.run_dir / name).touch()
         self._bar = tqdm(total=total_steps, initial=start_step, desc="rl", dynamic_ncols=True)
 
     def write_config(self, config: dict[str, Any]) -> None:

@@ -9,8 +9,9 @@ The SQL reward's API:
     reward = 1.0 if outcome.correct else 0.0; outcome.gold_problem -> report, never count
 
 Modules: sandbox (read-only guarded execution), compare (Spider/BIRD result equality), outcome
-(explicit outcomes of one prediction), pool (parallel batches), schema (prompt rendering),
-datasets (Spider/BIRD loaders). `deepretrieval eval-sql` is the command line.
+(explicit outcomes of one prediction), pool (parallel batches in supervised worker processes: a
+hard time limit, a memory cap, dead workers replaced), schema (prompt rendering), datasets
+(Spider/BIRD loaders). `deepretrieval eval-sql` is the command line.
 """
 from deepretrieval.sqlexec.compare import gold_orders_rows, remove_distinct, results_match
 from deepretrieval.sqlexec.datasets import SqlExample, load_examples

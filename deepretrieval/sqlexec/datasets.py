@@ -10,7 +10,8 @@ BIRD:    DIR/dev.json (db_id, question, evidence, SQL required; difficulty optio
          DIR/dev_databases/<db_id>/<db_id>.sqlite (split "train": train.json, train_databases/).
 An example whose database file is absent is still returned, with `missing_reason` saying so,
 so callers report it as skipped instead of losing it. A malformed file raises ValueError naming
-the file and the entry.
+the file and the entry; an absent split file raises `MissingSplit` (a FileNotFoundError: a folder
+may simply not ship that split), any other absent file (Spider's tables.json) FileNotFoundError.
 """
 from __future__ import annotations
 
@@ -40,9 +41,17 @@ class SqlExample:
         return f"database file missing: {self.db_path}"
 
 
-def _read_json_list(path: Path) -> list[dict]:
+class MissingSplit(FileNotFoundError):
+    """The split's own file is not in the folder."""
+
+
+def _read_split(path: Path) -> list[dict]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: expected a Spider/BIRD data folder")
+        raise MissingSplit(f"{path} does not exist: the folder has no such split (or is not a Spider/BIRD folder)")
+    return _read_json_list(path)
+
+
+def _read_json_list(path: Path) -> list[dict]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -61,6 +70,9 @@ def _field(entry: dict, key: str, path: Path, position: int):
 def load_spider_tables(data_dir: str | Path) -> dict[str, dict]:
     """tables.json as {db_id: schema entry} (table_names_original, column_names_original, ...)."""
     path = Path(data_dir) / "tables.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: a Spider folder holds tables.json (the database schemas) "
+                                "beside dev.json and database/")
     return {_field(entry, "db_id", path, i): entry for i, entry in enumerate(_read_json_list(path))}
 
 
@@ -72,7 +84,7 @@ def load_spider(data_dir: str | Path, split: str = "dev") -> list[SqlExample]:
     examples = []
     for name in _SPIDER_FILES[split]:
         path = data_dir / name
-        for position, entry in enumerate(_read_json_list(path)):
+        for position, entry in enumerate(_read_split(path)):
             db_id = _field(entry, "db_id", path, position)
             if db_id not in known_dbs:
                 raise ValueError(f"{path}: entry {position} names db_id {db_id!r}, which tables.json lacks")
@@ -87,7 +99,7 @@ def load_bird(data_dir: str | Path, split: str = "dev") -> list[SqlExample]:
     data_dir = Path(data_dir)
     path = data_dir / f"{split}.json"
     examples = []
-    for position, entry in enumerate(_read_json_list(path)):
+    for position, entry in enumerate(_read_split(path)):
         db_id = _field(entry, "db_id", path, position)
         examples.append(SqlExample(
             index=position, db_id=db_id, question=_field(entry, "question", path, position),

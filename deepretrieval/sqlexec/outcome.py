@@ -14,7 +14,8 @@ as correct). A prediction that is refused by the sandbox, fails, or hits a row/b
 is pred_error; one that runs past the time limit is pred_timeout. Both are simply wrong.
 
 `evaluate_group` runs one gold query once for several predictions (the n completions of one
-prompt in a GRPO group); sqlexec.pool runs groups in parallel worker processes.
+prompt in a GRPO group); sqlexec.pool runs groups in parallel worker processes, which also turn
+a query that outlives its worker (killed past its time limit, or dead) into one of these outcomes.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import enum
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from deepretrieval.sqlexec.compare import Comparison, gold_orders_rows, remove_distinct, results_match
 from deepretrieval.sqlexec.sandbox import Limits, SqlError, SqlTimeout, execute
@@ -71,12 +72,15 @@ def _run(db_path, sql: str, limits: Limits) -> tuple[list[tuple] | None, SqlErro
 
 def evaluate_group(db_path: str | Path, gold_sql: str, pred_sqls: Sequence[str], *,
                    comparison: Comparison = "spider", limits: Limits = Limits(),
-                   drop_distinct: bool = False) -> list[Outcome]:
+                   drop_distinct: bool = False, on_query: Callable[[int], None] | None = None) -> list[Outcome]:
     """One Outcome per prediction, all against the same gold query (executed once).
     `drop_distinct` deletes DISTINCT from all queries first, as the official Spider evaluator
-    does by default (see sqlexec.compare)."""
+    does by default (see sqlexec.compare). `on_query(q)` is called before each execution, q = 0
+    for the gold query and i + 1 for prediction i (how a pool worker says what it is running)."""
     if drop_distinct:
         gold_sql, pred_sqls = remove_distinct(gold_sql), [remove_distinct(sql) for sql in pred_sqls]
+    on_query = on_query or (lambda q: None)
+    on_query(0)
     start = time.perf_counter()
     gold, gold_exc = _run(db_path, gold_sql, limits)
     gold_seconds = time.perf_counter() - start
@@ -86,7 +90,8 @@ def evaluate_group(db_path: str | Path, gold_sql: str, pred_sqls: Sequence[str],
         return [outcome] * len(pred_sqls)
     order_matters = comparison == "spider" and gold_orders_rows(gold_sql)
     outcomes = []
-    for pred_sql in pred_sqls:
+    for q, pred_sql in enumerate(pred_sqls, start=1):
+        on_query(q)
         start = time.perf_counter()
         pred, pred_exc = _run(db_path, pred_sql, limits)
         seconds = gold_seconds + time.perf_counter() - start

@@ -19,18 +19,23 @@ The model writes arbitrary SQL during training, so every query runs behind layer
   `"SELECT 1; DROP TABLE t"` is refused before the first statement runs;
 - a wall-clock deadline checked by a progress handler every `_PROGRESS_OPS` virtual-machine
   instructions, which interrupts the query (also while rows are being fetched);
-- caps on the rows fetched and on their approximate size in bytes, on the longest string or
-  blob sqlite may build (`SQLITE_LIMIT_LENGTH`: stops `zeroblob(1e9)` and friends) and on
-  sqlite's heap (`PRAGMA hard_heap_limit`, with temp tables and sorts kept in memory so a huge
-  ORDER BY cannot fill the disk either).
+- caps on the rows fetched and on their size in bytes (approximately what the Python objects
+  take), on the longest string or blob sqlite may build (`SQLITE_LIMIT_LENGTH`: stops
+  `zeroblob(1e9)` and friends) and on sqlite's heap (`PRAGMA hard_heap_limit`, with temp tables
+  and sorts kept in memory so a huge ORDER BY cannot fill the disk either). Rows are fetched in
+  chunks small enough that even rows of the longest values allowed cannot overshoot the byte
+  cap by more than one row, so the cap bounds the memory a result takes, not just its count.
 
 The deadline is checked between VM instructions, so one instruction that runs long by itself
-is not interrupted; the length cap bounds the string/blob functions that could (replace,
-printf, zeroblob, ...), and sqlexec.pool keeps such a query in its own worker process.
+(`instr()` of a megabyte needle in a megabyte haystack is one step of ~10 s) is not interrupted
+here: sqlexec.pool runs queries in worker processes and kills and replaces a worker whose query
+runs past the limit. The pool also caps each worker's address space (`cap_memory`, RLIMIT_AS),
+so memory that no cap above accounts for fails as an out-of-memory of that one query.
 
 Every failure is a `SqlError` subclass whose message names what happened: `SqlRefused` (the
-authorizer or the one-statement rule said no), `SqlTimeout`, `SqlLimitExceeded` (rows, bytes,
-heap), or plain `SqlError` (sqlite's own message, e.g. "no such column: x").
+authorizer or the one-statement rule said no, or the text cannot be given to sqlite: a lone
+surrogate, not a string), `SqlTimeout`, `SqlLimitExceeded` (rows, bytes, value length, out of
+memory), or plain `SqlError` (sqlite's own message, e.g. "no such column: x").
 
 Connections are cached per database per thread (`connection_for`) and reused across queries,
 so a reward worker opens each database once. Text that is not valid UTF-8 is decoded with
@@ -39,6 +44,7 @@ errors ignored, as the Spider evaluator does.
 from __future__ import annotations
 
 import math
+import resource
 import sqlite3
 import threading
 import time
@@ -72,12 +78,15 @@ class Limits:
     """What one query may use. `heap_bytes` is sqlite's hard heap limit, which sqlite keeps per
     *process* and which its PRAGMA can only lower: the smallest value any query asked for
     stays in force for the whole process, so ask for a small one only in worker processes
-    (sqlexec.pool), never in a process that uses sqlite for other work."""
+    (sqlexec.pool), never in a process that uses sqlite for other work. The last two fields
+    apply in sqlexec.pool's worker processes only."""
     timeout_s: float = 30.0           # the paper's limit
     max_rows: int = 1_000_000
-    max_bytes: int = 256 * 2**20      # approximate size of the fetched values
+    max_bytes: int = 256 * 2**20      # approximate memory of the fetched rows
     max_value_bytes: int = 16 * 2**20  # SQLITE_LIMIT_LENGTH: longest string/blob sqlite builds
     heap_bytes: int = 2 * 2**30
+    memory_bytes: int = 4 * 2**30     # address space a pool worker may add to what it starts with
+    kill_grace_s: float = 1.0         # a pool worker still running this long past timeout_s is killed
 
 
 class SqlError(Exception):
@@ -93,13 +102,50 @@ class SqlTimeout(SqlError):
 
 
 class SqlLimitExceeded(SqlError):
-    """The result (rows or bytes) or sqlite's heap went over its cap."""
+    """The result (rows, bytes, one value's length) or the memory went over its cap."""
 
 
-def _value_bytes(value) -> int:
-    if isinstance(value, (str, bytes)):
-        return len(value) + 16
-    return 16
+# CPython object sizes, roughly: a tuple header and slot per value, a str/bytes header, a number.
+_ROW_BYTES, _SLOT_BYTES, _TEXT_BYTES, _NUMBER_BYTES = 56, 8, 49, 32
+
+
+def _row_bytes(row: tuple) -> int:
+    size = _ROW_BYTES + _SLOT_BYTES * len(row)
+    for value in row:
+        if isinstance(value, (str, bytes)):
+            size += len(value) + _TEXT_BYTES
+        elif value is not None:
+            size += _NUMBER_BYTES
+    return size
+
+
+# Set by `cap_memory` in a pool worker: the address space it may add (None: not capped).
+_memory_cap: int | None = None
+
+
+def _vm_size_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+
+
+def cap_memory(extra_bytes: int) -> None:
+    """Limit this process's address space (RLIMIT_AS) to its current size plus `extra_bytes`, so
+    an allocation past it fails (a MemoryError, or SQLITE_NOMEM inside sqlite: an out-of-memory of
+    the query) instead of waking the machine's out-of-memory killer. For worker processes only
+    (sqlexec.pool calls it once at start); Linux (/proc)."""
+    global _memory_cap
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = _vm_size_bytes() + extra_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+    _memory_cap = extra_bytes
+
+
+def _out_of_memory(limits: "Limits") -> str:
+    # sqlite reports its heap limit and a failed system allocation alike (SQLITE_NOMEM), and the
+    # sqlite3 module raises the same MemoryError for both and for its own allocations: name both.
+    cap = (f"this worker process's memory cap of {_memory_cap} bytes" if _memory_cap is not None
+           else "the memory this process could get")
+    return f"out of memory: over sqlite's heap limit of {limits.heap_bytes} bytes or {cap}"
 
 
 def decode_text(raw: bytes) -> str:
@@ -162,7 +208,9 @@ class SandboxConnection:
 
     def execute(self, sql: str, limits: Limits = Limits()) -> list[tuple]:
         """Run one SELECT and return all its rows; raises a `SqlError` subclass on any failure."""
-        if not sql or not sql.strip():
+        if not isinstance(sql, str):
+            raise SqlRefused(f"SQL must be text, got {type(sql).__name__}")
+        if not sql.strip():
             raise SqlRefused("empty SQL")
         self._apply_limits(limits)
         self._denied, self._timed_out = None, False
@@ -172,21 +220,28 @@ class SandboxConnection:
             cursor = self._conn.execute(sql)
             if cursor.description is None:
                 raise SqlRefused("not a query: the statement returns no columns")
-            rows: list[tuple] = []
-            n_bytes = 0
-            while batch := cursor.fetchmany(_FETCH_BATCH):
+            # The next fetch may bring rows of the longest values allowed: fetch no more of them
+            # than the rest of the byte cap holds (at least one), so the cap bounds memory.
+            widest_row = _ROW_BYTES + len(cursor.description) * (_SLOT_BYTES + _TEXT_BYTES + limits.max_value_bytes)
+            rows, n_bytes = [], 0
+            while batch := cursor.fetchmany(max(1, min(_FETCH_BATCH, (limits.max_bytes - n_bytes) // widest_row))):
                 rows.extend(batch)
                 if len(rows) > limits.max_rows:
                     raise SqlLimitExceeded(f"result has more than {limits.max_rows} rows (row cap)")
-                n_bytes += sum(_value_bytes(v) for row in batch for v in row)
+                n_bytes += sum(_row_bytes(row) for row in batch)
                 if n_bytes > limits.max_bytes:
                     raise SqlLimitExceeded(f"result is larger than {limits.max_bytes} bytes (byte cap)")
             return rows
         except sqlite3.Error as exc:
             raise self._classify(exc, limits) from exc
-        except MemoryError as exc:  # sqlite's SQLITE_NOMEM: the heap cap was hit
-            raise SqlLimitExceeded(f"out of memory: sqlite heap limit of {limits.heap_bytes} bytes") from exc
+        except UnicodeEncodeError as exc:  # a lone surrogate: the text has no UTF-8 form for sqlite
+            raise SqlRefused(f"refused SQL that is not valid Unicode text: {exc.reason} at character "
+                             f"{exc.start}") from exc
+        except MemoryError as exc:
+            rows = batch = None  # free the partial result before building the message
+            raise SqlLimitExceeded(_out_of_memory(limits)) from exc
         finally:
+            rows = batch = None  # a raised error's traceback keeps this frame, and so the rows, alive
             self._deadline = math.inf
             if cursor is not None:
                 cursor.close()
