@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("generate", "generate text with a built-in or local model"),
     "demo": ("demo", "offline demo: rewrite SciFact-style queries for BM25 and train with GRPO"),
     "train": ("train", "RL training from a TOML config (also under torchrun)"),
+    "sft": ("sft", "supervised fine-tuning on chat traces (cold start before RL)"),
     "eval": ("eval", "evaluate raw queries and a checkpoint's rewrites on a task"),
     "rewrite": ("rewrite", "rewrite one information need and show the engine's top hits"),
     "export": ("export", "export a checkpoint to HF format (config.json + safetensors)"),

@@ -10,7 +10,8 @@
 A run directory (written by `deepretrieval train`) holds `run_config.json`, the resolved RunConfig:
 its `model.name` is the base model whose architecture the checkpoint's weights fill, and its
 `deepretrieval.model.chat_template` the template the run trained with. A checkpoint stores the trainer's policy
-state (`lm.<param>` keys, see rl/trainer.py); every parameter must be there (strict load).
+state (`lm.<param>` keys, see rl/trainer.py; a LoRA run's adapters are merged into the weights,
+rl/lora.py); every parameter must be there (strict load). `deepretrieval sft` writes the same.
 
 The export is what `transformers.AutoModelForCausalLM` / `AutoTokenizer` load: the weights through
 model.hf_weights.save_hf, the tokenizer as tokenizer.json + tokenizer_config.json (special tokens
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from deepretrieval.model.chat_template import LLAMA3_DATE
 from deepretrieval.model.chat_template import TEMPLATES as CHAT_DEFAULT_SYSTEM
 from deepretrieval.model.hf_weights import save_hf
 from deepretrieval.model.registry import load_model
@@ -57,9 +59,20 @@ _QWEN3_JINJA = (
     "{%- if enable_thinking is defined and enable_thinking is false %}"
     "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}")
 
+# Llama-3.1/3.2's template without tools, dated LLAMA3_DATE as model/chat_template.py renders it.
+_LLAMA3_JINJA = (
+    "{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content'] | trim %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{{- '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\\n\\nCutting Knowledge Date: December "
+    "2023\\nToday Date: " + LLAMA3_DATE + "\\n\\n' + system_message + '<|eot_id|>' }}"
+    "{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + "
+    "message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
+
 CHAT_JINJA = {"chatml": _chatml_jinja(CHAT_DEFAULT_SYSTEM["chatml"]),
               "smollm2": _chatml_jinja(CHAT_DEFAULT_SYSTEM["smollm2"]),
-              "qwen3": _QWEN3_JINJA}
+              "qwen3": _QWEN3_JINJA,
+              "llama3": _LLAMA3_JINJA}
 
 
 def set_chat_template(tokenizer: Tokenizer, name: str) -> Tokenizer:
@@ -88,6 +101,7 @@ def load_policy(source: str | Path, device: str | torch.device = "cpu",
     """(model in eval mode, tokenizer with its chat template set) from a built-in name, a HF
     folder or GGUF file, a run directory or one of its checkpoints."""
     from deepretrieval.rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+    from deepretrieval.rl.lora import merge_lora_state
     path = Path(source)
     run_dir = run_dir_of(path) if path.is_dir() else None
     try:
@@ -103,7 +117,8 @@ def load_policy(source: str | Path, device: str | torch.device = "cpu",
         model, tokenizer = load_model(run_cfg.model.name, device=device)
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
         raise SystemExit(f"cannot load the policy {str(source)!r}: {exc}") from exc
-    state = {k[len("lm."):]: v for k, v in policy.items() if k.startswith("lm.")}
+    # a LoRA run's checkpoint holds the base and the adapters: fold them into plain weights
+    state = {k[len("lm."):]: v for k, v in merge_lora_state(policy).items() if k.startswith("lm.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise SystemExit(f"checkpoint {ckpt} does not fit {run_cfg.model.name}: missing "

@@ -7,9 +7,10 @@
 
 A config may start with `extends = "other.toml"` (a path relative to it): the other file is read
 first and this one's values replace its values key by key, so the experiments share one base
-with the paper's hyper-parameters instead of copies of it. A config has four tables: [model]
+with the paper's hyper-parameters instead of copies of it. A config has five tables: [model]
 (ModelSection), [task] (tasks.registry.TaskConfig, with [task.engine]), [rl] (rl.config.RLConfig,
-with [rl.sampling], [rl.actor_optim], [rl.critic_optim]) and [run] (RunSection). Anything left
+with [rl.sampling], [rl.actor_optim], [rl.critic_optim], [rl.lora]), [sft] (rl.config.SFTConfig,
+with [sft.optim], [sft.lora]; read by `deepretrieval sft`) and [run] (RunSection). Anything left
 out takes the dataclass default. An override is `dotted.key=value`; the value is read as a TOML
 value (`1e-6`, `true`, `"text"`, `[1, 2]`), a bare word that is not TOML is taken as a string
 (`task.engine.kind=dense`), and `none` / `null` set an optional value to None. Every key is
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepretrieval.rl.config import RLConfig
+from deepretrieval.rl.config import RLConfig, SFTConfig
 from deepretrieval.tasks.registry import TaskConfig
 
 
@@ -66,6 +67,7 @@ class RunConfig:
     model: ModelSection = field(default_factory=ModelSection)
     task: TaskConfig = field(default_factory=lambda: TaskConfig(data="."))
     rl: RLConfig = field(default_factory=RLConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     run: RunSection = field(default_factory=RunSection)
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,36 +11,29 @@ rollouts.jsonl, curves.png, checkpoints/, export/ (HF format, tokenizer included
 
 Evaluations run on rank 0 on `run.eval_split` (its first `run.eval_limit` examples when > 0): before
 training (skipped on resume: eval.jsonl has it), every `run.eval_every` steps (one process only:
-under FSDP the policy is sharded), and after training on the exported policy.
+under FSDP the policy is sharded), and after training on the exported policy. On resume,
+eval.jsonl keeps the evaluations up to the checkpoint's step and the resumed run redoes the later
+ones, so each step's evaluation is there once, as after an uninterrupted run.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepretrieval.evaluation import RewriteSettings, encode_prompts, evaluate_variants
-from deepretrieval.policy import EXPORT, RUN_CONFIG, load_policy, save_tokenizer
+from deepretrieval.policy import CHECKPOINTS, EXPORT, RUN_CONFIG, load_policy, save_tokenizer
 from deepretrieval.run_config import RunConfig, write_resolved
 from deepretrieval.model.registry import resolve_device
-from deepretrieval.rl.interfaces import RewardResult
-from deepretrieval.rl.run_logging import METRICS, read_jsonl
+from deepretrieval.rl.lora import merged_copy
+from deepretrieval.rl.checkpoint import checkpoint_step, latest_checkpoint
+from deepretrieval.rl.run_logging import METRICS, read_jsonl, trim_jsonl
+from deepretrieval.rl.trackers import check_available
 
 EVAL_LOG = "eval.jsonl"
-
-
-class TrainTask:
-    """A tasks.task.Task as rl.interfaces.Task: the training split's prompts, rewards with details."""
-
-    def __init__(self, task, split: str = "train"):
-        self.task, self.split = task, split
-
-    def prompts(self):
-        return self.task.prompts(self.split)
-
-    def reward(self, prompts, completions, **meta) -> RewardResult:
-        return RewardResult(*self.task.reward(prompts, completions, **meta))
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,9 +53,22 @@ def rewrite_settings(cfg: RunConfig) -> RewriteSettings:
 
 
 def log_eval(run_dir: Path, step: int, rows: list[dict]) -> None:
+    """Appends one evaluation, in one write; it replaces rows of the same step (the final
+    evaluation is redone when a finished run is resumed)."""
+    trim_jsonl(run_dir / EVAL_LOG, lambda r: r["step"] != step)
     with (run_dir / EVAL_LOG).open("a") as f:
-        for row in rows:
-            f.write(json.dumps({"step": step, **row}) + "\n")
+        f.write("".join(json.dumps({"step": step, **row}) + "\n" for row in rows))
+
+
+def trim_evaluations_for_resume(run_dir: Path) -> None:
+    """Drops eval.jsonl rows newer than the checkpoint the run resumes from (the resumed run
+    evaluates those steps again) and an unfinished last line."""
+    latest = latest_checkpoint(run_dir / CHECKPOINTS)
+    if latest is not None:
+        step = checkpoint_step(latest)
+        if trim_jsonl(run_dir / EVAL_LOG, lambda r: r["step"] <= step):
+            log.info("%s: dropped the evaluations after step %d, the checkpoint resumed from",
+                     run_dir / EVAL_LOG, step)
 
 
 def evaluations(run_dir: Path) -> dict[int, list[dict]]:
@@ -77,11 +83,20 @@ def build_eval_task(cfg: RunConfig):
     from deepretrieval.tasks.registry import build_task
     try:
         task = build_task(cfg.task)
+        task.split_examples(cfg.run.eval_split)     # a missing eval split: one line, not a traceback
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"cannot build the task: {exc}") from exc
     if cfg.run.eval_limit:
         task.limit(cfg.run.eval_limit, splits=[cfg.run.eval_split])
     return task
+
+
+def local_device(cfg: RunConfig):
+    """model.device, on CUDA the GPU of this torchrun process (LOCAL_RANK)."""
+    device = resolve_device(cfg.model.device)
+    if device.type == "cuda":
+        device = resolve_device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    return device
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> RunResult:
@@ -92,13 +107,17 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     if cfg.run.eval_every and world > 1:
         raise SystemExit("run.eval_every > 0 needs one process (the policy is sharded under "
                          "torchrun); set run.eval_every=0")
-    device = resolve_device(cfg.model.device)
-    if device.type == "cuda":
-        device = resolve_device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    try:
+        check_available(cfg.rl.tensorboard, cfg.rl.wandb_project)
+    except ImportError as exc:
+        raise SystemExit(f"rl.{exc}") from exc
+    device = local_device(cfg)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             (run_dir / EVAL_LOG).unlink(missing_ok=True)
+        else:
+            trim_evaluations_for_resume(run_dir)
         write_resolved(cfg, run_dir, RUN_CONFIG)
     task = build_eval_task(cfg)
     model, tokenizer = load_policy(cfg.model.name, device, cfg.model.chat_template)
@@ -113,11 +132,13 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
 
     def on_step_end(step: int, _metrics: dict) -> None:
         if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.rl.total_steps:
-            log_eval(run_dir, step, evaluate_variants(task, split, model, tokenizer, settings,
+            # a LoRA policy is evaluated merged: the fast decoder reads weights, not adapters
+            policy = merged_copy(model) if cfg.rl.lora.enabled else model
+            log_eval(run_dir, step, evaluate_variants(task, split, policy, tokenizer, settings,
                                                       desc=f"eval step {step}"))
 
     model.requires_grad_(True)          # load_model hands out frozen models; this one is trained
-    result.last_metrics = train(cfg.rl, model, tokenizer, TrainTask(task), run_dir, resume=resume,
+    result.last_metrics = train(cfg.rl, model, tokenizer, task, run_dir, resume=resume,
                                 device=device.type, on_step_end=on_step_end)
     if main:
         save_tokenizer(tokenizer, run_dir / EXPORT)

@@ -1,6 +1,8 @@
 """One process vs two gloo processes (torchrun, FSDP2 fully_shard) on the same global batches:
-same losses and same parameters after 3 steps (<= 1e-5), for GRPO, and for PPO with the two-process
-run stopped after step 2 and resumed from its checkpoint."""
+same losses and same parameters after 3 steps (<= 1e-5), for GRPO, for GRPO with dynamic sampling
+(groups regenerated and exchanged between ranks), for GRPO with LoRA (frozen base and adapters
+sharded together; the export merged), and for PPO with the two-process run stopped after step 2
+and resumed from its checkpoint."""
 import os
 import subprocess
 import sys
@@ -26,11 +28,13 @@ def _torchrun(run_dir, algorithm, *extra):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
-def test_one_vs_two_processes(tmp_path, algorithm):
+@pytest.mark.parametrize("algorithm,extra", [("grpo", []), ("ppo", []), ("grpo", ["--dynamic-sampling"]),
+                                             ("grpo", ["--lora-rank", "4"])],
+                         ids=["grpo", "ppo", "grpo-dynamic-sampling", "grpo-lora"])
+def test_one_vs_two_processes(tmp_path, algorithm, extra):
     two = tmp_path / "two"
     if algorithm == "grpo":
-        _torchrun(two, algorithm)
+        _torchrun(two, algorithm, *extra)
     else:   # PPO also stops after step 2 and resumes under torchrun (sharded state, RNG, cursor)
         _torchrun(two, algorithm, "--steps", "2", "--checkpoint-every", "1")
         _torchrun(two, algorithm, "--resume")
@@ -38,7 +42,7 @@ def test_one_vs_two_processes(tmp_path, algorithm):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        toy_task.main(["--run-dir", str(one), "--algorithm", algorithm, *ARGS])
+        toy_task.main(["--run-dir", str(one), "--algorithm", algorithm, *ARGS, *extra])
     finally:
         torch.set_num_threads(n)
     m1, m2 = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
@@ -49,6 +53,11 @@ def test_one_vs_two_processes(tmp_path, algorithm):
         for k in keys:
             assert abs(a[k] - b[k]) <= 1e-5, (k, a[k], b[k])
     assert m2[0]["loss/policy"] != 0.0 and m2[-1]["kl"] > 0     # the runs did train
+    if "--dynamic-sampling" in extra:   # groups dropped and regenerated, the same ones in both runs
+        assert max(r["groups/rounds"] for r in m2) > 1
+        for a, b in zip(m1, m2):
+            for k in ("groups/zero_variance", "groups/rounds", "reward/generated_mean"):
+                assert a[k] == pytest.approx(b[k], abs=1e-12), k
     p1 = load_file(one / "export" / "model.safetensors")
     p2 = load_file(two / "export" / "model.safetensors")
     init = hf_state_dict(toy_task.tiny_model(0))

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from operator import attrgetter
 from pathlib import Path
 
 import pytest
@@ -46,12 +47,12 @@ def test_kill_and_resume_is_exact(tmp_path):
     resumed = _trainer(killed)
     resumed.fit(resume=True)
     assert resumed.step == 6
-    for name in ("actor", "critic"):
-        a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+    for name in ("actor", "algo.critic"):
+        a, b = attrgetter(name)(straight).state_dict(), attrgetter(name)(resumed).state_dict()
         for k in a:
             assert torch.equal(a[k], b[k]), (name, k)
-    for opt in ("actor_opt", "critic_opt"):
-        sa, sb = getattr(straight, opt).state_dict()["state"], getattr(resumed, opt).state_dict()["state"]
+    for opt in ("actor_opt", "algo.critic_opt"):
+        sa, sb = attrgetter(opt)(straight).state_dict()["state"], attrgetter(opt)(resumed).state_dict()["state"]
         assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     rows_a = _strip(read_jsonl(tmp_path / "straight" / "metrics.jsonl"))
     rows_b = _strip(read_jsonl(killed / "metrics.jsonl"))

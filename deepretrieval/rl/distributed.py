@@ -3,6 +3,7 @@
     dist_info = init_distributed()          # reads torchrun's env; single process when absent
     model = shard(model, dist_info)         # FSDP2 fully_shard per block + root (no-op for 1 rank)
     total = all_reduce_sum(t)               # identity for 1 rank
+    sums = all_reduce_sum_dict({"loss": a, "tokens": b})   # one collective for named scalars
     finish(dist_info)                       # barrier, no destroy (see below)
 
 Backends: NCCL on CUDA, gloo on CPU, so every distributed code path runs in CPU tests
@@ -91,6 +92,15 @@ def _all_reduce(t: torch.Tensor, op) -> torch.Tensor:
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (returns a new tensor; identity when not distributed)."""
     return _all_reduce(t, dist.ReduceOp.SUM)
+
+
+def all_reduce_sum_dict(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Sum every 0-d tensor of `values` over ranks in one collective (every rank holds the same
+    keys; they travel stacked in sorted key order)."""
+    keys = sorted(values)
+    if not keys:
+        return {}
+    return dict(zip(keys, all_reduce_sum(torch.stack([values[k] for k in keys])).unbind()))
 
 
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,10 @@
-"""The contract between rl/ and a task: prompts in, rewards out. rl/ knows nothing else about tasks.
+"""The contract between rl/ and a task: prompts in, rewards out. rl/ knows nothing else about tasks;
+tasks/ builds these types (tasks.task.Task satisfies `Task` as it is).
 
     class MyTask:                                   # satisfies rl.interfaces.Task
         def prompts(self) -> Sequence[Prompt]: ...
         def reward(self, prompts, completions, **meta) -> RewardResult | list[float]: ...
+    rewards, details = task.reward(prompts, completions)    # a RewardResult unpacks as its fields
 
 A `Prompt` is either chat `messages` (rendered by rl with the model's chat template, the assistant
 turn opened and `assistant_prefix` appended, e.g. "<think>\\n") or a ready `text`. `meta` carries
@@ -43,6 +45,10 @@ class RewardResult:
     def __post_init__(self):
         if self.details is not None and len(self.details) != len(self.rewards):
             raise ValueError(f"{len(self.details)} details for {len(self.rewards)} rewards")
+
+    def __iter__(self):
+        """`rewards, details = result`, as callers that evaluate rather than train write it."""
+        return iter((self.rewards, self.details))
 
 
 @runtime_checkable

@@ -1,11 +1,13 @@
-"""The modules the trainer optimises: a causal LM seen through its response tokens, with an
-optional value head.
+"""The modules the trainers optimise: a causal LM seen through its response tokens, with an
+optional value head; and what RL and SFT do alike to them (precision, export).
 
     actor = ResponseModel(lm)                                     # log-probs (+ entropy)
     actor = ResponseModel(lm, value_head=True)                     # PPO, critic on the shared trunk
     critic = ResponseModel(critic_copy(lm), policy=False, value_head=True)   # PPO, separate critic
     out = actor(input_ids, response_start, response_len, temperature=1.0, entropy=True)
     out.logprobs, out.entropy, out.values                         # each [B, R] (R = response_len)
+    bf16 = use_bf16(cfg.precision, device)                        # "auto": bf16 autocast on CUDA
+    export_policy(actor, dist_info, "runs/x/export", torch.bfloat16)   # HF folder, LoRA merged
 
 `lm` is model.transformer.Transformer (anything with `forward_hidden`, `head_weight` and `layers`).
 Sequences are rl.rollout.collate's rows: [prompt | response | padding], each starting at column 0,
@@ -24,12 +26,15 @@ from __future__ import annotations
 
 import copy
 import types
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from deepretrieval.rl.distributed import DistInfo, full_model_state
+from deepretrieval.rl.lora import merge_lora_state
 from deepretrieval.rl.response_head import response_logprobs
 
 
@@ -116,3 +121,22 @@ def compile_blocks(lm: nn.Module) -> None:
             run = _eager if cache is not None else _compiled
             return run(x, cos, sin, mask, ops, cache, layer, start)
         block.forward = types.MethodType(forward, block)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether forward/backward run under bf16 autocast: "bf16", or "auto" on CUDA."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if bf16 and device.type != "cuda":
+        raise ValueError("precision='bf16' needs a CUDA device; use 'fp32' on CPU")
+    return bf16
+
+
+def export_policy(actor: ResponseModel, dist: DistInfo, out_dir: str | Path, dtype: torch.dtype) -> None:
+    """The policy in HF format (config.json + model.safetensors) in `dtype`, LoRA adapters
+    merged, written by rank 0 (a collective under FSDP: every rank calls it)."""
+    state = {k[len("lm."):]: v for k, v in merge_lora_state(full_model_state(actor, dist)).items()
+             if k.startswith("lm.")}
+    if dist.is_main:
+        from deepretrieval.model.hf_weights import save_hf
+        # save_hf reads only the architecture from the model object, the weights are `state`
+        save_hf(actor.lm, out_dir, {k: v.detach().to("cpu", dtype) for k, v in state.items()})

@@ -1,7 +1,8 @@
-"""AdamW and its learning-rate schedule (linear warmup, then constant or cosine).
+"""AdamW and its learning-rate schedule (linear warmup, then constant or cosine), and one step.
 
     opt = build_optimizer(model.parameters(), cfg.actor_optim)
     sched = build_scheduler(opt, cfg.actor_optim, total_optimizer_steps)
+    grad_norm = optimizer_step(model, opt, sched, cfg.actor_optim.grad_clip)   # 0-d tensor
 
 The schedule is a LambdaLR of a picklable callable object, so `scheduler.state_dict()` carries
 everything a resumed run needs.
@@ -53,3 +54,17 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_st
                     ) -> torch.optim.lr_scheduler.LambdaLR:
     fn = WarmupSchedule(cfg.warmup_steps, total_steps, cfg.schedule, cfg.min_lr_ratio)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer,
+                   sched: torch.optim.lr_scheduler.LRScheduler, clip: float | None) -> torch.Tensor:
+    """Clip, step, zero the grads; returns the grad norm before clipping as a 0-d tensor (a float
+    here would make the host wait for the GPU after every mini-batch)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
+    if hasattr(norm, "full_tensor"):            # a DTensor under FSDP2
+        norm = norm.full_tensor()
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return norm.detach().float()

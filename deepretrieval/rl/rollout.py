@@ -99,7 +99,8 @@ def collate(samples: list[Sample], fields: tuple[str, ...], pad_token_id: int,
     """Rows packed to the left, padding only at the end: under causal attention a real token never
     sees a pad, so the trainer's forward needs no attention mask (flash attention) and positions are
     0, 1, 2, ... as in the sampler's prefill of an unpadded prompt. Response-aligned tensors [m, R]
-    (logprobs, advantages, ...) start at each row's `response_start`."""
+    (logprobs, advantages, ...) start at each row's `response_start`. Any rows with `prompt_ids`,
+    `response_ids` and the named fields will do (SFT's traces, rl/sft.py)."""
     m = len(samples)
     T = max(len(s.prompt_ids) + len(s.response_ids) for s in samples)
     R = max(len(s.response_ids) for s in samples)

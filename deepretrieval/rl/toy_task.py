@@ -3,6 +3,8 @@ character. Used by the tests (learning, 1-vs-2 processes, exact resume) and as a
 
     python -m deepretrieval.rl.toy_task --run-dir runs/toy --algorithm grpo --steps 30
     torchrun --nproc_per_node=2 -m deepretrieval.rl.toy_task --run-dir runs/toy2 --algorithm grpo --steps 3
+    python -m deepretrieval.rl.toy_task --run-dir runs/toy_ds --dynamic-sampling
+    python -m deepretrieval.rl.toy_task --run-dir runs/toy_lora --lora-rank 8
     torchrun --nproc_per_node=2 -m deepretrieval.rl.toy_task --run-dir runs/toy_gpu --device cuda --precision bf16
 
 Pieces: `CharTokenizer` (32 ids: a-z, space, '.', <pad>, <eos>, two spares), `tiny_model(seed)`
@@ -22,7 +24,7 @@ import torch
 
 from deepretrieval.model.config import ModelConfig
 from deepretrieval.model.transformer import Transformer
-from deepretrieval.rl.config import OptimConfig, RLConfig, SamplingConfig
+from deepretrieval.rl.config import LoRAConfig, OptimConfig, RLConfig, SamplingConfig
 from deepretrieval.rl.interfaces import Prompt, RewardResult
 
 PAD, EOS = "<pad>", "<eos>"
@@ -121,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--device", default="cpu", help="cpu or cuda (NCCL under torchrun)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--dynamic-sampling", action="store_true",
+                   help="GRPO: train only on groups with unequal rewards (rl/dynamic_sampling.py)")
+    p.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of this rank (0 = off)")
     a = p.parse_args(argv)
     cfg = toy_config(a.algorithm, total_steps=a.steps, rollout_chunk_prompts=a.chunk_prompts,
                      checkpoint_every=a.checkpoint_every, precision=a.precision,
-                     actor_optim=OptimConfig(lr=a.lr, weight_decay=0.0))
+                     actor_optim=OptimConfig(lr=a.lr, weight_decay=0.0),
+                     dynamic_sampling=a.dynamic_sampling, lora=LoRAConfig(rank=a.lora_rank))
     metrics = train(cfg, tiny_model(0), CharTokenizer(), TargetCharTask(), a.run_dir,
                     resume=a.resume, device=a.device)
     print(f"final reward/mean {metrics.get('reward/mean', float('nan')):.3f}")

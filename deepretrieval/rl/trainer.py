@@ -1,4 +1,5 @@
-"""GRPO and PPO training loop under torch.distributed (one process, or torchrun with N).
+"""The RL training loop under torch.distributed (one process, or torchrun with N); what GRPO and
+PPO do differently is rl/algorithms.py.
 
     from deepretrieval.rl.trainer import train
     metrics = train(rl_config, policy_model, tokenizer, task, "runs/demo", resume=False)
@@ -11,28 +12,34 @@ One RL step:
      mini-batch, so the global mini-batches (and hence every optimiser step) are the same for any
      number of ranks;
   3. generate `group_size` completions per owned prompt with the sampler on the rollout copy of the
-     policy, scoring each chunk in the reward pool while the next one is generated;
+     policy, scoring each chunk in the reward pool while the next one is generated; with dynamic
+     sampling (GRPO), more rounds of prompts until enough groups have unequal rewards
+     (rl/dynamic_sampling.py);
   4. recompute log-probs with the trainer's policy (the ratio's denominator; the largest
      |sampler - trainer| difference is logged as `logprob_diff/max`), the reference's log-probs,
-     and the critic's values;
-  5. advantages: GRPO group-normalised per prompt; PPO GAE over token rewards (score on the last
-     token, optionally -kl_coef * KL per token), whitened with global statistics;
+     and the algorithm's values (PPO's critic);
+  5. advantages (the algorithm's): GRPO group-normalised per prompt; PPO GAE over token rewards
+     (score on the last token, optionally -kl_coef * KL per token), whitened with global
+     statistics;
   6. `epochs_per_step` passes over the mini-batches: micro-batches with gradient accumulation,
      every loss normalised by the *global* token / sequence count of the mini-batch (so the sum
      over micro-batches and ranks is the one-process loss), FSDP2 reduce-scatter, clipping, AdamW;
   7. refresh the rollout copy, log, checkpoint.
+Each step returns its metrics as one dict (metrics.jsonl's row): loss terms and fractions summed
+over micro-batches and ranks by name, rewards and lengths gathered from every rank, timings.
 
 Precision: fp32 master weights. `precision="bf16"` (the default on CUDA) runs forward/backward
 under bf16 autocast, with the residual stream in bf16 as in the bf16 copies of the policy that
 generate and serve as the reference, and AdamW's fused kernel. The reference model is frozen
 (never in an optimiser, no grads) and sharded like the policy. `compile_blocks` runs every
 transformer block through torch.compile (inside gradient checkpointing, under FSDP2's hooks);
-`keep_head_logits` keeps the LM head's logits for backward.
+`keep_head_logits` keeps the LM head's logits for backward. With LoRA (`lora.rank > 0`,
+rl/lora.py) only the adapters train, the reference is the policy with its adapters off, and the
+rollout copy (always separate then) and the export receive merged weights. Metrics go to
+metrics.jsonl and, when asked for, TensorBoard and W&B (rl/trackers.py).
 """
 from __future__ import annotations
 
-import math
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -42,38 +49,26 @@ import torch
 from torch import nn
 
 from deepretrieval.rl import checkpoint as ckpt
-from deepretrieval.rl.advantages import gae, grpo_advantages, masked_whiten, token_level_rewards
+from deepretrieval.rl.algorithms import Metrics, build_algorithm
 from deepretrieval.rl.config import RLConfig
 from deepretrieval.rl.data import PromptStream
 from deepretrieval.rl.distributed import (DistInfo, all_gather_objects, all_reduce_max, all_reduce_sum,
-                            broadcast_object, finish, full_model_state, full_state,
-                            init_distributed, load_full_state, shard)
+                                          all_reduce_sum_dict, broadcast_object, finish,
+                                          full_model_state, init_distributed, shard)
+from deepretrieval.rl.dynamic_sampling import select_groups, zero_variance
 from deepretrieval.rl.interfaces import Task, TokenizerLike
-from deepretrieval.rl.losses import aggregate, kl_estimate, policy_loss, value_loss
-from deepretrieval.rl.models import (ResponseModel, compile_blocks, critic_copy, enable_gradient_checkpointing,
-                       frozen_copy)
-from deepretrieval.rl.optim import build_optimizer, build_scheduler
+from deepretrieval.rl.lora import FrozenBase, apply_lora, merge_lora_state
+from deepretrieval.rl.losses import aggregate, kl_estimate, policy_loss
+from deepretrieval.rl.models import (ResponseModel, compile_blocks, enable_gradient_checkpointing,
+                                     export_policy, frozen_copy, use_bf16)
+from deepretrieval.rl.optim import build_optimizer, build_scheduler, optimizer_step
 from deepretrieval.rl.reward_pool import RewardPool
-from deepretrieval.rl.rollout import Sample, collate, generate_rollouts, render_prompt
+from deepretrieval.rl.rollout import Batch, Sample, collate, generate_rollouts, render_prompt
 from deepretrieval.rl.run_logging import RunLogger
+from deepretrieval.rl.trackers import Trackers, check_available
+from deepretrieval.rl.train_state import policy_state, restore_policy_state
 
 StepCallback = Callable[[int, dict[str, float]], None]
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Trainer:
@@ -82,52 +77,37 @@ class Trainer:
         self.cfg = cfg
         self.dist: DistInfo = init_distributed(device)
         cfg.check_world(self.dist.world_size)
+        check_available(cfg.tensorboard, cfg.wandb_project)
         self.tokenizer = tokenizer
         self.task = task
         self.run_dir = Path(run_dir)
         dev = self.dist.device
-        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
-        if self.bf16 and dev.type != "cuda":
-            raise ValueError("precision='bf16' needs a CUDA device; use 'fp32' on CPU")
-        torch.manual_seed(cfg.seed)                       # same value-head init on every rank
+        self.bf16 = use_bf16(cfg.precision, dev)
+        torch.manual_seed(cfg.seed)           # same value-head and adapter init on every rank
         self.export_dtype = next(policy.parameters()).dtype   # what the user handed in
         lm = policy.to(device=dev, dtype=torch.float32)   # fp32 master weights
         lm.requires_grad_(True)                           # loaders may hand out frozen models
-        # The sampler needs a plain (unsharded) model; one process in fp32 samples from the policy
-        # itself, otherwise from a full copy refreshed after every step.
+        self.lora = cfg.lora.enabled
+        # The sampler needs a plain (unsharded, adapter-free) model; one process in fp32 samples
+        # from the policy itself, otherwise from a full copy refreshed after every step.
         self.rollout_lm = lm
-        if self.dist.distributed or self.bf16:
+        if self.dist.distributed or self.bf16 or self.lora:
             self.rollout_lm = frozen_copy(lm).to(torch.bfloat16 if self.bf16 else torch.float32)
+        use_reference = cfg.kl_coef > 0
         self.reference = None
-        if cfg.kl_coef > 0:     # frozen: bf16 weights suffice when compute is bf16 anyway
-            self.reference = ResponseModel(frozen_copy(lm).to(torch.bfloat16 if self.bf16
-                                                              else torch.float32))
-        ppo = cfg.algorithm == "ppo"
-        self.critic = None
-        if ppo and cfg.critic == "separate":
-            self.critic = ResponseModel(critic_copy(lm), policy=False, value_head=True)
-        self.actor = ResponseModel(lm, value_head=ppo and cfg.critic == "shared",
-                                   keep_logits=cfg.keep_head_logits)
-        for model in (self.actor, self.critic):
-            if model is not None and cfg.gradient_checkpointing:
-                enable_gradient_checkpointing(model.lm)
-        for model in (self.actor, self.critic, self.reference):
-            if model is not None:
-                if cfg.compile_blocks:        # after checkpointing, before sharding: per block
-                    compile_blocks(model.lm)
-                shard(model, self.dist, list(model.lm.layers))
-        optimizer_steps = cfg.total_steps * cfg.epochs_per_step * cfg.num_mini_batches
-        if self.actor.value_head is not None:
-            head = set(map(id, self.actor.value_head.parameters()))
-            groups = [{"params": [p for p in self.actor.parameters() if id(p) not in head]},
-                      {"params": list(self.actor.value_head.parameters()), "lr": cfg.critic_optim.lr}]
-            self.actor_opt = build_optimizer(groups, cfg.actor_optim)
-        else:
-            self.actor_opt = build_optimizer(self.actor.parameters(), cfg.actor_optim)
-        self.actor_sched = build_scheduler(self.actor_opt, cfg.actor_optim, optimizer_steps)
-        if self.critic is not None:
-            self.critic_opt = build_optimizer(self.critic.parameters(), cfg.critic_optim)
-            self.critic_sched = build_scheduler(self.critic_opt, cfg.critic_optim, optimizer_steps)
+        if use_reference and not self.lora:   # frozen: bf16 weights suffice when compute is bf16
+            self.reference = self._setup(ResponseModel(frozen_copy(lm).to(
+                torch.bfloat16 if self.bf16 else torch.float32)), trained=False)
+        self.algo = build_algorithm(cfg, lm, self._setup, self._autocast, tokenizer.pad_token_id,
+                                    dev, kl_in_reward=use_reference and cfg.kl_mode == "reward")
+        if self.lora:                         # after the copies above: they stay plain
+            apply_lora(lm, cfg.lora)
+        self.actor = self._setup(ResponseModel(lm, value_head=self.algo.shared_value_head,
+                                               keep_logits=cfg.keep_head_logits))
+        if use_reference and self.lora:       # the base weights exist once
+            self.reference = FrozenBase(self.actor)
+        self.actor_opt = build_optimizer(self._actor_param_groups(), cfg.actor_optim)
+        self.actor_sched = build_scheduler(self.actor_opt, cfg.actor_optim, cfg.optimizer_steps)
         self.prompts = list(task.prompts())
         self._prompt_ids: dict[int, list[int]] = {}
         self.stream = PromptStream(len(self.prompts), cfg.seed)
@@ -137,6 +117,25 @@ class Trainer:
         self._last_samples: list[Sample] = []
 
     # ------------------------------------------------------------------ helpers
+    def _setup(self, model: ResponseModel, trained: bool = True) -> ResponseModel:
+        """Gradient checkpointing (trained models), then per-block compilation, then FSDP2."""
+        if trained and self.cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model.lm)
+        if self.cfg.compile_blocks:           # after checkpointing, before sharding: per block
+            compile_blocks(model.lm)
+        return shard(model, self.dist, list(model.lm.layers))
+
+    def _actor_param_groups(self) -> list[dict]:
+        """The policy's parameters; a value head on its trunk (PPO, shared critic) learns at the
+        critic's rate."""
+        head = self.actor.value_head
+        head_ids = set(map(id, head.parameters())) if head is not None else set()
+        groups = [{"params": [p for p in self.actor.parameters()
+                              if p.requires_grad and id(p) not in head_ids]}]   # LoRA: adapters
+        if head is not None:
+            groups.append({"params": list(head.parameters()), "lr": self.cfg.critic_optim.lr})
+        return groups
+
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16)
 
@@ -156,7 +155,7 @@ class Trainer:
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    # ------------------------------------------------------------------ one RL step
+    # ------------------------------------------------------------------ rollouts
     def _my_prompts(self, indices: list[int]) -> list[tuple[int, int]]:
         """(global position, prompt index) of this rank's prompts: [mini, rank, k] layout."""
         per = self.cfg.mini_batch_prompts // self.dist.world_size
@@ -166,6 +165,63 @@ class Trainer:
             mine.extend((pos, indices[pos]) for pos in range(base, base + per))
         return mine
 
+    def _generate(self, offset: int) -> tuple[dict[int, list[Sample]], float, float]:
+        """One round: this rank's share of `prompts_per_step` new prompts, generated and scored.
+        Returns its groups by global position (+ `offset`, the round's first position), in
+        [mini, rank, k] order, and the seconds spent generating and waiting for rewards."""
+        cfg = self.cfg
+        mine = self._my_prompts(self.stream.next(cfg.prompts_per_step))
+        work = [(offset + pos, idx, self._ids(idx), self.prompts[idx]) for pos, idx in mine]
+        samples, pending, t_gen = generate_rollouts(
+            self.rollout_lm, work, cfg.group_size, cfg.sampling, cfg.rollout_chunk_prompts,
+            self.tokenizer.pad_token_id, list(self.tokenizer.stop_token_ids), cfg.seed, self.step,
+            self._decode, self.pool)
+        t0 = time.perf_counter()
+        for chunk, fut in pending:
+            result = fut.result()
+            for s, r, d in zip(chunk, result.rewards, result.details):
+                s.reward, s.details = r, d
+        n = cfg.group_size
+        groups = {samples[i].position: samples[i:i + n] for i in range(0, len(samples), n)}
+        return groups, t_gen, time.perf_counter() - t0
+
+    def _rollouts(self) -> tuple[list[Sample], dict[str, float]]:
+        """This rank's samples of the step in [mini, rank, k] order (groups contiguous, rewards
+        filled in) and the rollout metrics. With dynamic sampling, rounds of new prompts until
+        prompts_per_step groups have unequal rewards (rl/dynamic_sampling.py)."""
+        cfg = self.cfg
+        P = cfg.prompts_per_step
+        rounds = 1 + (cfg.dynamic_sampling_extra_rounds if cfg.dynamic_sampling else 0)
+        groups: dict[int, list[Sample]] = {}      # this rank's, by global position
+        flags: list[tuple[int, bool, float]] = []  # every rank's (position, zero variance, mean)
+        stats = {"time/generate": 0.0, "time/reward": 0.0}
+        for r in range(rounds):
+            new, t_gen, t_reward = self._generate(r * P)
+            stats["time/generate"] += t_gen
+            stats["time/reward"] += t_reward
+            groups.update(new)
+            if cfg.group_size > 1:
+                local = [(pos, zero_variance([s.reward for s in g]),
+                          float(np.mean([s.reward for s in g]))) for pos, g in new.items()]
+                flags += [f for part in all_gather_objects(local) for f in part]
+            if sum(not flat for _, flat, _ in flags) >= P:
+                break
+        if flags:
+            stats["groups/zero_variance"] = float(np.mean([flat for _, flat, _ in flags]))
+        if not cfg.dynamic_sampling:
+            return [s for g in groups.values() for s in g], stats
+        chosen, fillers = select_groups([(pos, flat) for pos, flat, _ in flags], P)
+        # the chosen groups from every rank (a no-op for one process); slot k of the step's
+        # [mini, rank, k] layout takes chosen[k], wherever it was generated
+        keep = set(chosen)
+        mine = {p: g for p, g in groups.items() if p in keep}
+        everyone = {pos: g for part in all_gather_objects(mine) for pos, g in part.items()}
+        stats.update({"groups/rounds": float(r + 1), "groups/fillers": float(fillers),
+                      "reward/generated_mean": float(np.mean([m for _, _, m in flags]))})
+        slots = [slot for slot, _ in self._my_prompts(list(range(P)))]
+        return [s for slot in slots for s in everyone[chosen[slot]]], stats
+
+    # ------------------------------------------------------------------ one RL step
     @torch.no_grad()
     def _prepare(self, samples: list[Sample], stats: dict[str, float]) -> None:
         """Old log-probs (trainer recomputation), reference log-probs, values."""
@@ -182,8 +238,7 @@ class Trainer:
                 ref = (self.reference(b.input_ids, b.response_start, mask.shape[1],
                                       cfg.sampling.temperature).logprobs
                        if self.reference is not None else None)
-                values = (self.critic(b.input_ids, b.response_start, mask.shape[1]).values
-                          if self.critic is not None else out.values)
+                values = self.algo.values(b, out)
             diff = (out.logprobs - b.fields["sampler_logprobs"]).abs() * mask
             max_diff = torch.maximum(max_diff, diff.max())
             sums[0] += diff.sum()
@@ -208,124 +263,69 @@ class Trainer:
         stats["kl"] = sums[1].item()
         stats["entropy"] = sums[2].item()
 
-    def _advantages(self, samples: list[Sample]) -> None:
-        cfg = self.cfg
-        scores = torch.tensor([s.reward for s in samples], dtype=torch.float32)
-        if cfg.algorithm == "grpo":
-            adv = grpo_advantages(scores, cfg.group_size, cfg.normalize_std)
-            for s, a in zip(samples, adv):
-                s.advantages = torch.full((len(s.response_ids),), float(a))
-            return
-        b = collate(samples, ("old_logprobs", "ref_logprobs", "values")
-                    if self.reference is not None else ("old_logprobs", "values"),
-                    self.tokenizer.pad_token_id, torch.device("cpu"))
-        kl = None
-        if self.reference is not None and cfg.kl_mode == "reward":
-            kl = kl_estimate(b.fields["old_logprobs"], b.fields["ref_logprobs"], cfg.kl_estimator)
-        rewards = token_level_rewards(scores, b.response_mask, kl, cfg.kl_coef)
-        adv, ret = gae(rewards, b.fields["values"], b.response_mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            dev = self.dist.device
-            adv = masked_whiten(adv, b.response_mask,
-                                all_reduce=lambda t: all_reduce_sum(t.to(dev)).cpu())
-        for i, s in enumerate(samples):
-            r = len(s.response_ids)
-            s.advantages, s.returns = adv[i, :r].clone(), ret[i, :r].clone()
+    def _micro_batch(self, b: Batch, denom: torch.Tensor, share: torch.Tensor) -> Metrics:
+        """Forward, loss and backward of one micro-batch; its metrics (0-d float64 tensors: loss
+        terms as shares of the mini-batch loss, fractions weighted by the token share)."""
+        cfg, W = self.cfg, self.dist.world_size
+        mask, f = b.response_mask, b.fields
+        with self._autocast():
+            out = self.actor(b.input_ids, b.response_start, mask.shape[1],
+                             cfg.sampling.temperature, entropy=cfg.entropy_coef > 0)
+        pl = policy_loss(out.logprobs, f["old_logprobs"], f["advantages"], mask,
+                         cfg.clip_low, cfg.clip_high, cfg.loss_aggregation, denom)
+        loss = pl.loss
+        metrics = {"loss/policy": pl.loss, "clip_frac": pl.clip_fraction * share,
+                   "approx_kl": pl.approx_kl * share}
+        if self.reference is not None and cfg.kl_mode == "loss":
+            kl = kl_estimate(out.logprobs, f["ref_logprobs"], cfg.kl_estimator)    # [m, R]
+            metrics["loss/kl"] = aggregate(kl, mask, cfg.loss_aggregation, denom)
+            loss = loss + cfg.kl_coef * metrics["loss/kl"]
+        if cfg.entropy_coef:
+            metrics["loss/entropy"] = aggregate(out.entropy, mask, cfg.loss_aggregation, denom)
+            loss = loss - cfg.entropy_coef * metrics["loss/entropy"]
+        value_term, value_metrics = self.algo.actor_terms(b, out, denom, share)
+        if value_term is not None:
+            loss = loss + value_term
+        # FSDP averages gradients over ranks; each rank's loss is already its share of the global
+        # mean, so scale by W to get the sum.
+        (loss * W).backward()
+        value_metrics.update(self.algo.critic_backward(b, denom, share, W))
+        return {k: v.detach().double() for k, v in {**metrics, **value_metrics}.items()}
 
     def _update(self, samples: list[Sample]) -> dict[str, float]:
         """epochs x mini-batches of optimiser steps; returns loss metrics (global means)."""
-        cfg, dev, W = self.cfg, self.dist.device, self.dist.world_size
-        ppo = cfg.algorithm == "ppo"
+        cfg, dev = self.cfg, self.dist.device
         per_mini = len(samples) // cfg.num_mini_batches          # contiguous by construction
         minis = [samples[j * per_mini:(j + 1) * per_mini] for j in range(cfg.num_mini_batches)]
         counts = all_reduce_sum(torch.tensor(
             [[sum(len(s.response_ids) for s in mb), len(mb)] for mb in minis],
             dtype=torch.float32, device=dev))                    # [num_mini, 2] global
-        fields = ("old_logprobs", "advantages") + (("ref_logprobs",) if self.reference else ()) \
-            + (("values", "returns") if ppo else ())
-        names = ["loss/policy", "loss/kl", "loss/entropy", "loss/value", "clip_frac",
-                 "approx_kl", "value_clip_frac"]
-        totals = torch.zeros(len(names), dtype=torch.float64, device=dev)
+        fields = (("old_logprobs", "advantages") + (("ref_logprobs",) if self.reference else ())
+                  + self.algo.fields)
+        totals: Metrics = {}
         grad_norms = []
         for _ in range(cfg.epochs_per_step):
             for j, mini in enumerate(minis):
                 n_tok, n_seq = counts[j, 0], counts[j, 1]
                 denom = n_tok if cfg.loss_aggregation == "token" else n_seq
-                part = torch.zeros(len(names), dtype=torch.float64, device=dev)
+                part: Metrics = {}
                 for mb in self._micro_batches(mini):
                     b = collate(mb, fields, self.tokenizer.pad_token_id, dev)
-                    mask, f = b.response_mask, b.fields
-                    local_tok = mask.sum()
-                    with self._autocast():
-                        out = self.actor(b.input_ids, b.response_start, mask.shape[1],
-                                         cfg.sampling.temperature, entropy=cfg.entropy_coef > 0)
-                    pl = policy_loss(out.logprobs, f["old_logprobs"], f["advantages"], mask,
-                                     cfg.clip_low, cfg.clip_high, cfg.loss_aggregation, denom)
-                    loss = pl.loss
-                    kl_loss = ent_loss = vf = torch.zeros((), device=dev)
-                    if self.reference is not None and cfg.kl_mode == "loss":
-                        kl_loss = aggregate(kl_estimate(out.logprobs, f["ref_logprobs"],
-                                                        cfg.kl_estimator), mask,
-                                            cfg.loss_aggregation, denom)
-                        loss = loss + cfg.kl_coef * kl_loss
-                    if cfg.entropy_coef:
-                        ent_loss = aggregate(out.entropy, mask, cfg.loss_aggregation, denom)
-                        loss = loss - cfg.entropy_coef * ent_loss
-                    vclip = torch.zeros((), device=dev)
-                    if out.values is not None:                     # shared trunk
-                        vl = value_loss(out.values, f["values"], f["returns"], mask,
-                                        cfg.value_clip, cfg.loss_aggregation, denom)
-                        vf, vclip = vl.loss, vl.clip_fraction
-                        loss = loss + cfg.value_coef * vf
-                    # FSDP averages gradients over ranks; each rank's loss is already its share
-                    # of the global mean, so scale by W to get the sum.
-                    (loss * W).backward()
-                    if self.critic is not None:
-                        with self._autocast():
-                            values = self.critic(b.input_ids, b.response_start, mask.shape[1]).values
-                        vl = value_loss(values, f["values"], f["returns"], mask, cfg.value_clip,
-                                        cfg.loss_aggregation, denom)
-                        (vl.loss * W).backward()
-                        vf, vclip = vl.loss, vl.clip_fraction
-                    part += torch.stack([pl.loss.detach(), kl_loss.detach(), ent_loss.detach(),
-                                         vf.detach(), pl.clip_fraction * local_tok / n_tok,
-                                         pl.approx_kl * local_tok / n_tok,
-                                         vclip * local_tok / n_tok]).double()
-                grad_norms.append(self._optimizer_step(self.actor, self.actor_opt, self.actor_sched,
-                                                       cfg.actor_optim.grad_clip))
-                if self.critic is not None:
-                    self._optimizer_step(self.critic, self.critic_opt, self.critic_sched,
-                                         cfg.critic_optim.grad_clip)
-                totals += all_reduce_sum(part)
+                    _accumulate(part, self._micro_batch(b, denom, b.response_mask.sum() / n_tok))
+                grad_norms.append(optimizer_step(self.actor, self.actor_opt, self.actor_sched,
+                                                 cfg.actor_optim.grad_clip))
+                self.algo.optimizer_step()
+                _accumulate(totals, all_reduce_sum_dict(part))
         n_updates = cfg.epochs_per_step * cfg.num_mini_batches
-        metrics = {k: (totals[i] / n_updates).item() for i, k in enumerate(names)}
-        for key, used in (("loss/value", ppo), ("value_clip_frac", ppo),
-                          ("loss/entropy", cfg.entropy_coef > 0),
-                          ("loss/kl", self.reference is not None and cfg.kl_mode == "loss")):
-            if not used:
-                del metrics[key]
+        metrics = _to_floats({k: v / n_updates for k, v in totals.items()})
         metrics["grad_norm"] = torch.stack(grad_norms).double().mean().item()   # one sync, at the end
         metrics["lr"] = self.actor_sched.get_last_lr()[0]
         return metrics
 
-    @staticmethod
-    def _optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, sched, clip: float | None
-                        ) -> torch.Tensor:
-        """Clip, step, zero the grads; returns the grad norm before clipping as a 0-d tensor (a
-        float here would make the host wait for the GPU after every mini-batch)."""
-        params = [p for p in model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
-        if hasattr(norm, "full_tensor"):
-            norm = norm.full_tensor()
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        return norm.detach().float()
-
     def _sync_rollout_model(self) -> None:
         if self.rollout_lm is self.actor.lm:
             return
-        state = full_model_state(self.actor, self.dist)
+        state = merge_lora_state(full_model_state(self.actor, self.dist))
         with torch.no_grad():
             for name, p in self.rollout_lm.state_dict().items():
                 p.copy_(state["lm." + name])
@@ -334,22 +334,10 @@ class Trainer:
         cfg = self.cfg
         t_step = time.perf_counter()
         self.step += 1
-        mine = self._my_prompts(self.stream.next(cfg.prompts_per_step))
-        work = [(pos, idx, self._ids(idx), self.prompts[idx]) for pos, idx in mine]
-        stop_ids = list(self.tokenizer.stop_token_ids)
-        samples, pending, t_gen = generate_rollouts(
-            self.rollout_lm, work, cfg.group_size, cfg.sampling, cfg.rollout_chunk_prompts,
-            self.tokenizer.pad_token_id, stop_ids, cfg.seed, self.step, self._decode, self.pool)
+        samples, stats = self._rollouts()
         t0 = time.perf_counter()
-        for chunk, fut in pending:
-            result = fut.result()
-            for s, r, d in zip(chunk, result.rewards, result.details):
-                s.reward, s.details = r, d
-        t_reward = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        stats: dict[str, float] = {}
         self._prepare(samples, stats)
-        self._advantages(samples)
+        self.algo.advantages(samples)
         t_prepare = time.perf_counter() - t0
         stats.update(self._update(samples))
         t_train = time.perf_counter() - t0
@@ -361,16 +349,15 @@ class Trainer:
             [sum(len(s.response_ids) for s in samples),
              sum(len(s.response_ids) + len(s.prompt_ids) for s in samples)],
             dtype=torch.float64, device=self.dist.device)).tolist()
-        stats.update({"time/generate": t_gen, "time/reward": t_reward, "time/train": t_train,
-                      "time/prepare": t_prepare, "time/sync": t_sync,
+        stats.update({"time/train": t_train, "time/prepare": t_prepare, "time/sync": t_sync,
                       "time/step": time.perf_counter() - t_step,
-                      "tokens_per_s/generate": gen_tokens / max(t_gen, 1e-9),
+                      "tokens_per_s/generate": gen_tokens / max(stats["time/generate"], 1e-9),
                       "tokens_per_s/train": all_tokens * cfg.epochs_per_step / max(t_train, 1e-9)})
         self._last_samples = samples
         return stats
 
     def _sample_metrics(self, samples: list[Sample]) -> dict[str, float]:
-        """Reward, reward components, lengths: gathered from every rank."""
+        """Reward, reward components, lengths of the trained samples: gathered from every rank."""
         local = [(s.reward, len(s.response_ids), s.finish_reason == "stop",
                   {k: v for k, v in s.details.items() if isinstance(v, (int, float))})
                  for s in samples]
@@ -387,18 +374,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
-        policy_sd, policy_opt = full_state(self.actor, self.actor_opt)
-        critic_sd = critic_opt = None
-        if self.critic is not None:
-            critic_sd, critic_opt = full_state(self.critic, self.critic_opt)
-        rngs = all_gather_objects(rng_state())
+        payload = policy_state(self.actor, self.actor_opt, self.actor_sched, self.stream, self.step,
+                               self.cfg.to_dict(), self.dist)
+        payload.update(self.algo.state_dict())        # PPO's critic: "critic", "critic_optim", ...
         if self.dist.is_main:
-            payload = {"step": self.step, "stream": self.stream.state_dict(), "rng": rngs,
-                       "config": self.cfg.to_dict(), "world_size": self.dist.world_size,
-                       "policy": policy_sd, "policy_optim": policy_opt,
-                       "policy_sched": self.actor_sched.state_dict(),
-                       "critic": critic_sd, "critic_optim": critic_opt,
-                       "critic_sched": self.critic_sched.state_dict() if self.critic else None}
             ckpt.save_checkpoint(self.ckpt_dir, self.step, payload, self.cfg.keep_checkpoints)
         if self.dist.distributed:
             torch.distributed.barrier()
@@ -410,28 +389,17 @@ class Trainer:
         if not path:
             return False
         payload = ckpt.load_checkpoint(Path(path))
-        load_full_state(self.actor, self.actor_opt, payload["policy"], payload["policy_optim"])
-        self.actor_sched.load_state_dict(payload["policy_sched"])
-        if self.critic is not None:
-            load_full_state(self.critic, self.critic_opt, payload["critic"], payload["critic_optim"])
-            self.critic_sched.load_state_dict(payload["critic_sched"])
-        self.step = payload["step"]
-        self.stream.load_state_dict(payload["stream"])
-        rngs = payload["rng"]
-        set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+        self.step = restore_policy_state(payload, self.actor, self.actor_opt, self.actor_sched,
+                                         self.stream, self.dist)
+        self.algo.load_state_dict(payload)
         self._sync_rollout_model()
         return True
 
     def export(self, out_dir: Path) -> None:
         """The trained policy in HF format (config.json + safetensors) in the dtype the policy
-        was handed in (fp32 masters of a bf16 model export as bf16), written by rank 0."""
-        state = {k[len("lm."):]: v for k, v in full_model_state(self.actor, self.dist).items()
-                 if k.startswith("lm.")}
-        if self.dist.is_main:
-            from deepretrieval.model.hf_weights import save_hf
-            # save_hf takes the config from the model object; the rollout copy is unsharded
-            save_hf(self.rollout_lm, out_dir,
-                    {k: v.detach().to("cpu", self.export_dtype) for k, v in state.items()})
+        was handed in (fp32 masters of a bf16 model export as bf16), LoRA adapters merged,
+        written by rank 0."""
+        export_policy(self.actor, self.dist, out_dir, self.export_dtype)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False, on_step_end: StepCallback | None = None
@@ -445,15 +413,19 @@ class Trainer:
                                        "it (--resume) or choose a new run directory")
         log = RunLogger(self.run_dir, enabled=self.dist.is_main, total_steps=cfg.total_steps,
                         start_step=self.step)
-        log.write_config({"rl": cfg.to_dict(), "world_size": self.dist.world_size,
-                          "device": str(self.dist.device), "bf16": self.bf16,
-                          "num_prompts": len(self.prompts)})
+        run_info = {"rl": cfg.to_dict(), "world_size": self.dist.world_size,
+                    "device": str(self.dist.device), "bf16": self.bf16,
+                    "num_prompts": len(self.prompts)}
+        log.write_config(run_info)
+        trackers = Trackers(self.run_dir, cfg.tensorboard, cfg.wandb_project, run_info,
+                            start_step=self.step, enabled=self.dist.is_main)
         metrics: dict[str, float] = {}
         started = time.monotonic()
         try:
             while self.step < cfg.total_steps:
                 metrics = self.train_step()
                 log.metrics(self.step, metrics)
+                trackers.log(self.step, metrics)
                 log.rollouts(self.step, [self._rollout_row(s)
                                          for s in self._last_samples[:cfg.log_rollouts]])
                 # rank 0's clock decides, so every rank stops after the same step
@@ -471,6 +443,7 @@ class Trainer:
             log.plot()
         finally:
             log.close()
+            trackers.close()
             self.pool.close()
         return metrics
 
@@ -480,11 +453,23 @@ class Trainer:
                 "meta": s.prompt.meta}
 
 
+def _accumulate(totals: Metrics, values: Metrics) -> None:
+    for k, v in values.items():
+        totals[k] = totals[k] + v if k in totals else v
+
+
+def _to_floats(values: Metrics) -> dict[str, float]:
+    """0-d tensors -> floats with one device-to-host copy."""
+    keys = list(values)
+    return dict(zip(keys, torch.stack([values[k] for k in keys]).tolist())) if keys else {}
+
+
 def train(config: RLConfig, policy_model: nn.Module, tokenizer: TokenizerLike, task: Task,
           run_dir: str | Path, resume: bool = False, device: str | None = None,
           export: bool = True, on_step_end: StepCallback | None = None) -> dict[str, float]:
-    """Train `policy_model` (model.transformer.Transformer, modified in place: it is the policy)
-    on `task` with `config`; everything goes to `run_dir`. Works as one process or under torchrun
+    """Train `policy_model` (model.transformer.Transformer, modified in place: it is the policy;
+    with LoRA it keeps its adapters, and the export holds the merged weights) on `task` with
+    `config`; everything goes to `run_dir`. Works as one process or under torchrun
     (every rank calls this with the same arguments). Returns the last step's metrics."""
     trainer = Trainer(config, policy_model, tokenizer, task, run_dir, device)
     metrics = trainer.fit(resume=resume, on_step_end=on_step_end)
