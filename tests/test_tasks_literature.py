@@ -45,8 +45,8 @@ def test_rewards_on_the_offline_backend(review_dir, backend):
     assert rewards == [c[2] for c in cases]
     assert details[0]["recall"] == 1.0 and details[3]["recall"] == 0.0
     assert "QueryParseError" in details[2]["error"]
-    assert task.evaluate(["cancer[tiab]"], "test") == {"recall@3000": 1.0, "engine_errors": 0.0,
-                                                       "unanswered": 0.0, "n": 1.0}
+    assert task.evaluate(["cancer[tiab]"], "test") == {"recall@3000": 1.0, "per_example": [1.0],
+                                                       "engine_errors": 0.0, "unanswered": 0.0, "n": 1.0}
     assert task.raw_queries("test") == ["P: x\nI: y\nC: z\nO: w\n"]
 
 
@@ -56,7 +56,7 @@ def test_registry_builds_the_offline_task(review_dir):
     assert len(task.prompts("train")) == 2 and task.k == 3000
     assert task.prompts("train")[0].messages[1]["content"].endswith(
         "User: The research is defined by the following PICO:\nP: adults with cancer\nI: chemotherapy\n"
-        "C: placebo\nO: survival")
+        "C: placebo\nO: survival\n")         # convert_dict_to_str's last newline, kept as the reference keeps it
 
 
 def test_review_file_errors_name_the_record(tmp_path):

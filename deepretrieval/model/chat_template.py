@@ -20,17 +20,27 @@ tests check; tool calls and tool messages are not supported):
              "<think>\\n...\\n</think>\\n\\n" (from `reasoning_content` or the text before "</think>"),
              earlier ones lose it; `enable_thinking=False` appends an empty think block to the
              generation prompt.
+* "llama3":  Llama-3.1/3.2-Instruct's template (tokenizer_config.json of meta-llama/Llama-3.2-3B-
+             Instruct, the paper's Llama runs): "<|begin_of_text|>", then a system header that
+             always carries "Cutting Knowledge Date: December 2023\\nToday Date: ..." and the
+             first message's text when it is a system turn, then one header per turn with the
+             content stripped of surrounding whitespace, each ended by "<|eot_id|>". The template
+             dates the prompt with the day it is rendered (strftime_now); we always render its
+             fallback date, 26 Jul 2024 (LLAMA3_DATE), so a prompt is the same on every day.
 """
 from __future__ import annotations
 
 QWEN25_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
+LLAMA3_DATE = "26 Jul 2024"     # the official template's date when strftime_now is not there
+
 # Template name -> the system turn it inserts when the conversation has none (None: inserts nothing).
 TEMPLATES: dict[str, str | None] = {
     "chatml": QWEN25_DEFAULT_SYSTEM,
     "smollm2": SMOLLM2_DEFAULT_SYSTEM,
     "qwen3": None,
+    "llama3": None,     # its system header is always there, empty of system text when there is none
 }
 ROLES = ("system", "user", "assistant")
 
@@ -85,11 +95,25 @@ def _render_qwen3(messages: list[dict]) -> str:
     return "".join(parts)
 
 
+def _llama3_header(role: str) -> str:
+    return f"<|start_header_id|>{role}<|end_header_id|>\n\n"
+
+
+def _render_llama3(messages: list[dict]) -> str:
+    has_system = messages[0]["role"] == "system"
+    system = messages[0]["content"].strip() if has_system else ""
+    text = (f"<|begin_of_text|>{_llama3_header('system')}Cutting Knowledge Date: December 2023\n"
+            f"Today Date: {LLAMA3_DATE}\n\n{system}<|eot_id|>")
+    return text + "".join(_llama3_header(m["role"]) + m["content"].strip() + "<|eot_id|>"
+                          for m in messages[1 if has_system else 0:])
+
+
 def render_chat(messages: list[dict], template: str, add_generation_prompt: bool = True,
                 assistant_prefix: str = "", enable_thinking: bool = True) -> str:
     """The prompt text for `messages` ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
 
-    add_generation_prompt: end with the opening of an assistant turn ("<|im_start|>assistant\\n").
+    add_generation_prompt: end with the opening of an assistant turn ("<|im_start|>assistant\\n"; Llama-3's
+                           "<|start_header_id|>assistant<|end_header_id|>\\n\\n").
     assistant_prefix:      text the assistant turn starts with, e.g. "<think>\\n" (needs the prompt).
     enable_thinking:       "qwen3" only; False pre-fills an empty "<think>\\n\\n</think>\\n\\n".
     """
@@ -100,6 +124,9 @@ def render_chat(messages: list[dict], template: str, add_generation_prompt: bool
     if not enable_thinking and template != "qwen3":
         raise ValueError(f"enable_thinking=False is a switch of the 'qwen3' template, not of {template!r}")
     _check(messages)
+    if template == "llama3":
+        text = _render_llama3(messages) + (_llama3_header("assistant") if add_generation_prompt else "")
+        return text + assistant_prefix
     if template == "qwen3":
         text = _render_qwen3(messages)
     else:
@@ -121,4 +148,6 @@ def template_name_for(jinja_source: str) -> str | None:
         return "chatml"
     if "<|im_start|>" in jinja_source and "reasoning_content" in jinja_source and "enable_thinking" in jinja_source:
         return "qwen3"
+    if "<|start_header_id|>" in jinja_source and "Cutting Knowledge Date: December 2023" in jinja_source:
+        return "llama3"
     return None

@@ -18,6 +18,9 @@ normalisation follow the model card, given by an `EncoderSpec`:
 A folder with a sentence-transformers `modules.json` can also describe itself (pooling mode,
 Normalize module, max_seq_length) when its name is not in the table.
 
+Only BERT itself: a config.json whose `model_type` is not "bert" is refused, because RoBERTa-style
+models (XLM-R, e.g. intfloat/multilingual-e5-large-instruct; CamemBERT) store the same weight names
+but number positions from padding_idx + 1, so loading them here would encode every text wrongly.
 Weights come from `model.safetensors` (or `pytorch_model.bin`) through an explicit table from HF
 keys to ours with a shape check on every tensor; a missing, unexpected or mis-shaped tensor is an
 error (only the unused pooler and the `position_ids` buffer are skipped, by name). Input is
@@ -157,10 +160,20 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
 
 
+class NotBertError(ValueError):
+    """A checkpoint of another architecture than BERT (the message says what to use instead)."""
+
+
 def load_bert(folder: str | Path) -> BertModel:
     """Our BertModel with the weights of a HF checkpoint folder (config.json + weights)."""
     folder = Path(folder)
-    config = BertConfig.from_hf(json.loads((folder / "config.json").read_text()))
+    hf_config = json.loads((folder / "config.json").read_text())
+    model_type = hf_config.get("model_type", "bert")
+    if model_type != "bert":
+        raise NotBertError(f"{folder}: model_type {model_type!r} is not BERT, and this encoder would encode it "
+                           "wrongly (RoBERTa / XLM-R number positions from padding_idx + 1); use a BERT-family "
+                           "model such as BAAI/bge-base-en-v1.5 or intfloat/e5-base-v2")
+    config = BertConfig.from_hf(hf_config)
     model = BertModel(config)
     table = _hf_key_table(config)
     state = model.state_dict()
@@ -281,5 +294,8 @@ def load_encoder(name_or_path: str = BUILTIN, spec: str | EncoderSpec | None = N
         spec = replace(spec, max_length=max_length)
     if not (folder / "tokenizer.json").is_file():
         raise SystemExit(f"{folder} has no tokenizer.json; save the model's fast tokenizer there")
-    return DenseEncoder(load_bert(folder), Tokenizer.from_file(str(folder / "tokenizer.json")),
-                        spec, device, dtype)
+    try:
+        model = load_bert(folder)
+    except NotBertError as exc:
+        raise SystemExit(str(exc)) from exc
+    return DenseEncoder(model, Tokenizer.from_file(str(folder / "tokenizer.json")), spec, device, dtype)

@@ -18,6 +18,9 @@ apart because the paper's rewards score them apart:
   `extract_solution`, regex `<answer>(.*?)</answer>` with DOTALL, last match, stripped), parsed
   as JSON that must be an object holding `key` with a non-empty string value.
 
+Without reasoning (`reasoning=False`, the prompts' answer-only variant) the format is exactly one
+`<answer>` and one `</answer>`, in that order, and no think tag.
+
 Where we deviate from the original, and why:
 * Empty / whitespace-only query or SQL is an error. The original skips scoring when the answer
   text is empty (`if format_correct and answer_text`) and so *rewards* an empty answer with the
@@ -51,15 +54,18 @@ class ParsedAnswer:
         return self.format_ok and self.value is not None
 
 
-def check_format(text: str) -> tuple[bool, str]:
-    """(ok, reason): exactly one of each tag, ordered <think> < </think> < <answer> < </answer>."""
+def check_format(text: str, reasoning: bool = True) -> tuple[bool, str]:
+    """(ok, reason): exactly one of each tag, ordered <think> < </think> < <answer> < </answer>;
+    without reasoning, one answer block and no think tag."""
+    tags = _TAGS if reasoning else (ANSWER_OPEN, ANSWER_CLOSE)
     for tag in _TAGS:
         count = text.count(tag)
-        if count != 1:
-            return False, f"{tag} appears {count} times (expected 1)"
-    positions = [text.find(tag) for tag in _TAGS]
+        if count != (tag in tags):
+            return False, f"{tag} appears {count} times (expected {int(tag in tags)})"
+    positions = [text.find(tag) for tag in tags]
     if positions != sorted(positions):
-        return False, "tags out of order (expected <think>...</think><answer>...</answer>)"
+        expected = "<think>...</think><answer>...</answer>" if reasoning else "<answer>...</answer>"
+        return False, f"tags out of order (expected {expected})"
     return True, ""
 
 
@@ -87,11 +93,11 @@ def parse_json_field(answer: str, key: str) -> tuple[str | None, str]:
     return value.strip(), ""
 
 
-def parse_answer(text: str, key: str) -> ParsedAnswer:
+def parse_answer(text: str, key: str, reasoning: bool = True) -> ParsedAnswer:
     """Format check + last-answer JSON parse of an assistant turn (pre-fill + completion)."""
     if not isinstance(text, str):
         return ParsedAnswer(False, None, f"completion is a {type(text).__name__}, not a string")
-    format_ok, format_reason = check_format(text)
+    format_ok, format_reason = check_format(text, reasoning)
     answer = extract_answer(text)
     if answer is None:
         return ParsedAnswer(format_ok, None, format_reason or "no <answer>...</answer> block")

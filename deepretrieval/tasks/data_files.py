@@ -3,6 +3,8 @@
     from deepretrieval.tasks.data_files import read_records, split_file
     rows = read_records("data/pubmed/train.jsonl")       # list[dict], one per line / row
     path = split_file("data/pubmed", "test")              # data/pubmed/test.{jsonl,jsonl.gz,json,parquet,...}
+    split_file("data/nq", "val")                          # val.* or, failing that, dev.*
+    examples = load_msmarco_subset("data/msmarco_health") # the paper's MS MARCO subset files
 
 Formats met in the paper's data and its sources:
 * jsonl / jsonl.gz — the paper's raw files (literature search: {"pico", "publication_pmids" or
@@ -12,7 +14,8 @@ Formats met in the paper's data and its sources:
   "label", "query", "target", ...) plus "prompt" / "reward_model" / "extra_info". pyarrow is not a
   dependency of this project; reading parquet without it raises an error that says to install it.
 * tsv / csv — DPR's QA files (nq-test.qa.csv: question TAB python-list-of-answers, no header).
-Errors name the file and line.
+A split named "dev" is the validation split when there is no "val" file (DPR, BEIR and the
+paper's raw files call it dev). Errors name the file and line.
 """
 from __future__ import annotations
 
@@ -105,12 +108,48 @@ def read_records(path: str | Path) -> list[dict]:
 
 
 def split_file(folder: str | Path, split: str) -> Path:
-    """The file holding `split` in `folder`: {split}.jsonl, .jsonl.gz, .json, .parquet, .qa.csv, .tsv, .csv."""
+    """The file holding `split` in `folder`: {split}.jsonl, .jsonl.gz, .json, .parquet, .qa.csv, .tsv,
+    .csv; for "val", a dev.* file when there is no val.* one."""
     folder = Path(folder)
-    for suffix in SPLIT_SUFFIXES:
-        if (folder / f"{split}{suffix}").is_file():
-            return folder / f"{split}{suffix}"
-    raise FileNotFoundError(f"no {split!r} file in {folder} (looked for {split}{{{','.join(SPLIT_SUFFIXES)}}})")
+    names = (split, "dev") if split == "val" else (split,)
+    for name in names:
+        for suffix in SPLIT_SUFFIXES:
+            if (folder / f"{name}{suffix}").is_file():
+                return folder / f"{name}{suffix}"
+    raise FileNotFoundError(f"no {split!r} file in {folder} (looked for "
+                            f"{'/'.join(names)}{{{','.join(SPLIT_SUFFIXES)}}})")
+
+
+MSMARCO_SUBSET_VAL = 101    # msmarco_sub.py validates on the first 101 lines of dev.jsonl
+
+
+def load_msmarco_subset(folder: str | Path) -> dict[str, list[dict]]:
+    """Classic-IR examples {"id", "input", "qrels"} of one of the paper's MS MARCO subsets
+    (data/raw_data/msmarco/msmarco_{health,science,tech}/): train.jsonl and dev.jsonl, one
+    {"question", "docs_id": [relevant passage ids]} per line. As msmarco_sub.py splits them:
+    train = train.jsonl, test = all of dev.jsonl, val = its first 101 lines. The passage ids are
+    MS MARCO passage ids: the engine indexes the MS MARCO passage collection."""
+    folder = Path(folder)
+    out = {}
+    for split, name in (("train", "train"), ("test", "dev")):
+        path = next((folder / f"{name}{s}" for s in (".jsonl", ".jsonl.gz") if (folder / f"{name}{s}").is_file()),
+                    None)
+        if path is None:
+            out[split] = []
+            continue
+        examples = []
+        for i, row in enumerate(read_records(path)):
+            where = f"{path} record {i + 1}"
+            docs = first_field(row, ("docs_id",), where)
+            if isinstance(docs, (str, int)) or not docs:
+                raise DataFormatError(f"{where}: docs_id must be a non-empty list of passage ids")
+            examples.append({"id": str(i), "input": first_field(row, ("question",), where),
+                             "qrels": {str(d): 1 for d in docs}})
+        out[split] = examples
+    if not out["train"] and not out["test"]:
+        raise FileNotFoundError(f"{folder} has neither train.jsonl nor dev.jsonl (an MS MARCO subset folder)")
+    out["val"] = out["test"][:MSMARCO_SUBSET_VAL]
+    return out
 
 
 def first_field(row: dict, names: tuple[str, ...], where: str):

@@ -14,9 +14,10 @@ Reward (pat-jj/DeepRetrieval code/verl/utils/reward_score/nq_serini.py and squad
 `calculate_answer_score_scale`): format +1 / -4 (then nothing else); the 1-based rank of the first
 passage in the top 3,000 that has an answer (DPR has_answer, tasks/answer_match.py):
     rank <= 5: 5, <= 20: 4, <= 50: 2, <= 100: 1, <= 1000: 0.5, <= 3000: 0.1, none: -3.5,
-and -4 when the answer cannot be evaluated. SQuAD uses -2.5 for none and -3 for errors (squad.py).
-The original triviaqa.py (one revision) searched only the top 1,000 with a coarser scale; the paper
-states one scale for the three datasets, which is what we use.
+and -4 when the answer cannot be evaluated. SQuAD uses -2.5 for none and -3 for errors (squad.py);
+triviaqa.py is nq_serini.py's scale exactly. Prompts: NQ's template "evidence" (nq_serini.py);
+TriviaQA and SQuAD share "evidence_tqa_squad" (triviaqa.py = squad.py), which the registry picks
+by dataset.
 """
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ def load_passages(path: str | Path) -> tuple[list[str], list[str]]:
 
 class EvidenceSeekingTask(Task):
     name = "evidence_seeking"
+    headline = f"hits@{EVAL_HITS[1]}"
     template = "evidence"
 
     def __init__(self, examples: dict[str, list[dict]], retriever, passages: Mapping[str, str],
@@ -123,5 +125,7 @@ class EvidenceSeekingTask(Task):
         ranks = {key: m["rank"] for key, m in zip(todo, self._scorer(todo))}
         per_query = [ranks.get((q, split, ex["id"])) if q else None for q, ex in zip(queries, exs)]
         out = {f"hits@{k}": sum(r is not None and r <= k for r in per_query) / len(exs) for k in EVAL_HITS}
-        out.update(unanswered=float(sum(not q for q in queries)), n=float(len(exs)))
+        hit_k = int(self.headline.split("@")[1])
+        out.update(unanswered=float(sum(not q for q in queries)), n=float(len(exs)),
+                   per_example=[float(r is not None and r <= hit_k) for r in per_query])
         return out

@@ -8,7 +8,15 @@ Data (the paper's jsonl, code/data/raw_data/{pubmed,ctgov}/*.jsonl): one systema
 line, {"pico": {"P","I","C","O"}, "publication_pmids": [...] | "trial_nctids": [...], "pub_date"}.
 The paper's parquet files work too ("input" = the PICO text, "label" = the ids, "pub_date").
 The engine is any `deepretrieval.retrieval.search_backend.SearchBackend`: `search(query, max_results, max_date)`
-returns ids best first; each search is limited to what was published up to the review's date.
+returns ids best first; each search is limited to what was published up to the review's date
+(`date_limit=True`). The reference limits PubMed searches so (pubmed.py `run_search_pubmed`:
+pdat 1970/01/01 to the review's date; we put no lower bound) but not ClinicalTrials.gov searches
+(ctgov.py `run_search_ctgov`), so configs/ctgov.toml sets `task.date_limit = false`.
+
+A BEIR folder works as well (`from_beir`, `task.dataset = "beir"`): each judged query is a "review"
+whose target ids are its relevant documents, with no date; ours with SciFact's claims and its
+PubMed abstracts behind the offline PubMed-syntax backend is a literature search small enough to
+train on one GPU in minutes (configs/literature_scifact_smollm2.toml, at Recall@100).
 
 Reward (pat-jj/DeepRetrieval code/verl/utils/reward_score/pubmed.py and ctgov.py, `compute_score`):
 format +1 when the think/answer structure holds, else -4 and nothing else; then Recall@3000 of the
@@ -21,10 +29,14 @@ and keep an on-disk cache) and results are cached per (query, review).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from deepretrieval.retrieval.beir import load_qrels, load_queries
+
 from .answer_parsing import ParsedAnswer
+from .classic_ir import BEIR_SPLITS
 from .data_files import DataFormatError, first_field, read_records, split_file
 from .prompts import pico_text
 from .scoring import CachedScorer, threaded
@@ -35,6 +47,12 @@ ANSWER_ERROR = -4.0
 RECALL_TIERS = ((0.7, 5.0), (0.5, 4.0), (0.4, 3.0), (0.3, 1.0), (0.1, 0.5), (0.05, 0.1))
 RECALL_MISS = -3.5
 TARGET_FIELDS = {"pubmed": "publication_pmids", "ctgov": "trial_nctids"}
+
+
+def or_of_words(text: str) -> str:
+    """The rule baseline of a Boolean engine: every word of the input joined by OR (the raw text
+    as a query ANDs them all and finds little)."""
+    return " OR ".join(re.findall(r"[^\W_]+", text))
 
 
 def recall_reward(recall: float) -> float:
@@ -60,10 +78,12 @@ class LiteratureSearchTask(Task):
     name = "literature_search"
     template = "literature"
 
-    def __init__(self, examples: dict[str, list[dict]], backend, k: int = 3000, workers: int = 8):
+    def __init__(self, examples: dict[str, list[dict]], backend, k: int = 3000, workers: int = 8,
+                 date_limit: bool = True):
         super().__init__(examples)
         self.backend = backend
-        self.k = k
+        self.k, self.date_limit = k, date_limit
+        self.headline = f"recall@{k}"
         self._scorer = CachedScorer(threaded(self._search_one, workers))
 
     @classmethod
@@ -77,11 +97,27 @@ class LiteratureSearchTask(Task):
                 examples[split] = []
         return cls(examples, backend, **kwargs)
 
+    @classmethod
+    def from_beir(cls, folder: str | Path, backend, **kwargs) -> "LiteratureSearchTask":
+        """Each judged query of a BEIR folder's qrels/{train,dev,test}.tsv, its relevant documents
+        (grade > 0) as the target ids, no date."""
+        folder = Path(folder)
+        texts = load_queries(folder / "queries.jsonl")
+        examples = {}
+        for split, beir_split in BEIR_SPLITS.items():
+            qrels_file = folder / "qrels" / f"{beir_split}.tsv"
+            qrels = load_qrels(qrels_file) if qrels_file.is_file() else {}
+            examples[split] = [{"id": qid, "input": texts[qid], "pub_date": None,
+                                "gold": [d for d, grade in judged.items() if grade > 0]}
+                               for qid, judged in qrels.items()
+                               if qid in texts and any(g > 0 for g in judged.values())]
+        return cls(examples, backend, **kwargs)
+
     def _search_one(self, key: tuple) -> dict:
         query, split, ex_id = key
         ex = self._index[split][ex_id]
         try:
-            ids = self.backend.search(query, max_results=self.k, max_date=ex["pub_date"])
+            ids = self.backend.search(query, max_results=self.k, max_date=ex["pub_date"] if self.date_limit else None)
         except Exception as exc:        # the paper scores an engine failure as -4; keep its text
             return {"error": f"{type(exc).__name__}: {exc}"}
         gold = set(ex["gold"])
@@ -103,5 +139,5 @@ class LiteratureSearchTask(Task):
             m = results.get((q, split, ex["id"]), {}) if q else {}
             errors += "error" in m
             recalls.append(m.get("recall", 0.0))
-        return {f"recall@{self.k}": sum(recalls) / len(recalls), "engine_errors": float(errors),
+        return {self.headline: sum(recalls) / len(recalls), "per_example": recalls, "engine_errors": float(errors),
                 "unanswered": float(sum(not q for q in queries)), "n": float(len(exs))}
