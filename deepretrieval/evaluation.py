@@ -14,11 +14,12 @@ Variants, one row each:
                   the strict format check and parse; `mean_reward` is the task's training reward.
   rewrite_or_raw  (query tasks) the rewrite where one parsed, else the raw query: a separate,
                   labelled fallback, never mixed into `rewrite`.
+Each row also holds `per_example`: the task's headline metric (`task.headline`, e.g. ndcg@10) of
+every example in order, which paired bootstrap intervals between variants are computed from.
 Rewrites are greedy by default (RunSection.eval_greedy), generated in batches with a progress bar.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -64,11 +65,6 @@ def rewrite(model, tokenizer, prompts: Sequence, settings: RewriteSettings, desc
     return out
 
 
-def well_formed(task, query: str) -> str:
-    """A completion that answers `query` in the task's format (after its `<think>\\n` pre-fill)."""
-    return "</think>\n<answer>" + json.dumps({task.answer_key: query}) + "</answer>"
-
-
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -82,7 +78,7 @@ def evaluate_variants(task, split: str, model=None, tokenizer=None,
     raw = task.raw_queries(split) if query_task else []
     if query_task:
         prompts = task.prompts(split)
-        rewards, _ = task.reward(prompts, [well_formed(task, q) for q in raw])
+        rewards, _ = task.reward(prompts, [task.well_formed(p, q) for p, q in zip(prompts, raw)])
         rows.append({"variant": "raw", **task.evaluate(raw, split), "valid_format": None,
                      "mean_reward": _mean(rewards)})
     if model is None:

@@ -14,7 +14,7 @@ from deepretrieval.rl.run_logging import METRICS, read_jsonl
 # figure name -> the metrics.jsonl keys it draws
 CURVES = {"reward.png": ("reward/mean",), "kl.png": ("kl",),
           "length.png": ("response_length/mean", "response_length/max")}
-_HIDDEN = ("variant", "examples", "step")
+_HIDDEN = ("variant", "examples", "step", "per_example")
 
 
 def fmt(value) -> str:

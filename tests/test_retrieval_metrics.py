@@ -66,3 +66,20 @@ def test_equal_to_pytrec_eval_on_scifact_bm25_run(scifact_dir):
         np.testing.assert_allclose(a, b, atol=1e-9, err_msg=ours_name)
     print("\nSciFact BM25 run, ours vs pytrec_eval: " + ", ".join(
         f"{o} {ours.mean[o]:.4f}/{np.mean([ref_pq[q][r] for q in ref_pq]):.4f}" for o, r in pairs.items()))
+
+
+def test_paired_bootstrap_ci_hand_computed():
+    """Resampling n paired differences: the mean is (sum of n draws) / n. For the differences
+    [0, 0, 3] the resampled mean is K with K ~ Binomial(3, 1/3): P(0) = 8/27, P(1) = 12/27,
+    P(2) = 6/27, P(3) = 1/27. The 2.5 % quantile is 0 (P(0) > 0.025); the 97.5 % quantile is 3
+    (P(<= 2) = 26/27 = 0.963 < 0.975). For [0, 1]: means 0, 0.5, 1 with P 1/4, 1/2, 1/4 -> (0, 1);
+    at the 40 % level the quantiles 0.3 / 0.7 both fall on 0.5."""
+    from deepretrieval.retrieval.metrics import paired_bootstrap_ci
+    assert paired_bootstrap_ci([0, 0, 0], [0, 0, 3]) == (0.0, 3.0)
+    assert paired_bootstrap_ci([1, 1], [1, 2]) == (0.0, 1.0)
+    assert paired_bootstrap_ci([1, 1], [1, 2], level=0.4) == (0.5, 0.5)
+    assert paired_bootstrap_ci([0.2] * 5, [0.5] * 5) == pytest.approx((0.3, 0.3))
+    low, high = paired_bootstrap_ci([0.0] * 300, [0.1] * 150 + [-0.05] * 150)
+    assert low < 0.025 < high and low > 0 and high < 0.05       # mean diff 0.025, sd 0.075 / sqrt(300)
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap_ci([1, 2], [1])

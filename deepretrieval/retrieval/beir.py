@@ -11,16 +11,20 @@
 
 Files may have CRLF line ends (SciFact's qrels do) and a header line in the qrels. Nothing is
 dropped silently: a qrels line naming a query missing from queries.jsonl, or a document missing
-from corpus.jsonl, is counted in `ds.report` (with up to 10 example ids) and logged as a warning.
-Judgments of unknown documents stay in `qrels` (they can never be retrieved, so recall counts
-them as missed, which is the honest number); judged queries without text are left out of
-`queries` (nothing can be searched for them) and listed in the report. `strict=True` turns any
-unknown id into an error. Malformed lines raise `BeirFormatError` naming file and line.
+from corpus.jsonl, is counted in `ds.report` (with up to 10 example ids) and logged as a warning
+(`check_qrels`, which the classic-IR task shares). Judgments of unknown documents stay in `qrels`
+(they can never be retrieved, so recall counts them as missed, which is the honest number);
+judged queries without text are left out of `queries` (nothing can be searched for them) and
+listed in the report. When *every* judgment names an unknown document the qrels do not belong
+to the corpus and any metric would be 0: that is a `BeirFormatError`, as is any unknown id with
+`strict=True`. Malformed lines, an empty corpus and a doc id given twice raise `BeirFormatError`
+naming the file (and line).
 """
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +37,7 @@ class BeirFormatError(ValueError):
 
 @dataclass
 class LoadReport:
-    num_docs: int = 0
+    num_docs: int | None = 0        # None: the corpus was not checked
     num_queries_in_file: int = 0
     num_judged_queries: int = 0
     num_judgments: int = 0
@@ -47,8 +51,9 @@ class LoadReport:
         return not (self.unknown_query_ids or self.unknown_doc_ids)
 
     def __str__(self) -> str:
-        text = (f"{self.num_docs} docs, {self.num_judged_queries} judged queries "
-                f"({self.num_queries_in_file} in queries.jsonl), {self.num_judgments} judgments")
+        text = "" if self.num_docs is None else f"{self.num_docs} docs, "
+        text += (f"{self.num_judged_queries} judged queries ({self.num_queries_in_file} in queries.jsonl), "
+                 f"{self.num_judgments} judgments")
         for what, ids, n in (("query", self.unknown_query_ids, self.num_unknown_query_judgments),
                              ("doc", self.unknown_doc_ids, self.num_unknown_doc_judgments)):
             if ids:
@@ -81,14 +86,28 @@ def _read_jsonl(path: Path):
                 raise BeirFormatError(f"{path}:{lineno}: not a JSON object with an _id ({exc})") from exc
 
 
+def load_corpus_fields(path: str | Path) -> tuple[list[str], list[str], list[str]]:
+    """(doc ids, titles, texts) of a corpus.jsonl in file order; a missing field is ""."""
+    doc_ids, titles, texts = [], [], []
+    for did, obj in _read_jsonl(Path(path)):
+        doc_ids.append(did)
+        titles.append(obj.get("title") or "")
+        texts.append(obj.get("text") or "")
+    if not doc_ids:
+        raise BeirFormatError(f"{path} holds no documents: an index over it would find nothing")
+    if len(set(doc_ids)) != len(doc_ids):
+        first: dict[str, int] = {}
+        for number, did in enumerate(doc_ids, 1):
+            if first.setdefault(did, number) != number:
+                raise BeirFormatError(f"{path}: doc id {did!r} is given twice (documents {first[did]} and "
+                                      f"{number}); ids must be unique")
+    return doc_ids, titles, texts
+
+
 def load_corpus(path: str | Path) -> tuple[list[str], list[str]]:
     """(doc ids, texts) of a corpus.jsonl in file order; text = title + "\\n" + text."""
-    doc_ids, texts = [], []
-    for did, obj in _read_jsonl(Path(path)):
-        title, text = obj.get("title") or "", obj.get("text") or ""
-        doc_ids.append(did)
-        texts.append(f"{title}\n{text}" if title else text)
-    return doc_ids, texts
+    doc_ids, titles, texts = load_corpus_fields(path)
+    return doc_ids, [f"{title}\n{text}" if title else text for title, text in zip(titles, texts)]
 
 
 def load_queries(path: str | Path) -> dict[str, str]:
@@ -119,29 +138,43 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
+def check_qrels(qrels: dict[str, dict[str, int]], query_ids: Collection[str], doc_ids: Collection[str] | None,
+                where: str, strict: bool = False) -> LoadReport:
+    """Count the judged queries and documents that `query_ids` / `doc_ids` (sets or dicts: looked
+    up per judgment; doc_ids None: not checked) lack, warn about them naming `where` (the qrels
+    file), and raise `BeirFormatError` when no judgment names a known document, or on any unknown
+    id when `strict`."""
+    report = LoadReport(num_docs=len(doc_ids) if doc_ids is not None else None,
+                        num_queries_in_file=len(query_ids), num_judged_queries=len(qrels),
+                        num_judgments=sum(len(j) for j in qrels.values()))
+    unknown_docs: dict[str, None] = {}
+    for qid, judged in qrels.items():
+        if qid not in query_ids:
+            report.unknown_query_ids.append(qid)
+            report.num_unknown_query_judgments += len(judged)
+        for did in judged:
+            if doc_ids is not None and did not in doc_ids:
+                unknown_docs[did] = None
+                report.num_unknown_doc_judgments += 1
+    report.unknown_doc_ids = list(unknown_docs)
+    if report.num_judgments and report.num_unknown_doc_judgments == report.num_judgments:
+        raise BeirFormatError(f"{where}: none of its {report.num_judgments} judgments names a document of the "
+                              f"corpus (e.g. {', '.join(report.unknown_doc_ids[:3])}): the qrels and the "
+                              "corpus do not belong together")
+    if not report.clean:
+        if strict:
+            raise BeirFormatError(f"{where}: {report}")
+        log.warning("%s: %s (judged queries without text are left out; judgments of documents missing "
+                    "from the corpus stay and count as never retrieved)", where, report)
+    return report
+
+
 def load_beir(folder: str | Path, split: str = "test", strict: bool = False) -> BeirDataset:
     folder = Path(folder)
     doc_ids, doc_texts = load_corpus(folder / "corpus.jsonl")
     all_queries = load_queries(folder / "queries.jsonl")
-    qrels = load_qrels(folder / "qrels" / f"{split}.tsv")
-
-    report = LoadReport(num_docs=len(doc_ids), num_queries_in_file=len(all_queries),
-                        num_judged_queries=len(qrels),
-                        num_judgments=sum(len(j) for j in qrels.values()))
-    known_docs = set(doc_ids)
-    unknown_docs: dict[str, None] = {}
-    for qid, judged in qrels.items():
-        if qid not in all_queries:
-            report.unknown_query_ids.append(qid)
-            report.num_unknown_query_judgments += len(judged)
-        for did in judged:
-            if did not in known_docs:
-                unknown_docs[did] = None
-                report.num_unknown_doc_judgments += 1
-    report.unknown_doc_ids = list(unknown_docs)
-    if not report.clean:
-        if strict:
-            raise BeirFormatError(f"{folder} ({split}): {report}")
-        log.warning("%s (%s): %s", folder, split, report)
+    qrels_file = folder / "qrels" / f"{split}.tsv"
+    qrels = load_qrels(qrels_file)
+    report = check_qrels(qrels, all_queries, set(doc_ids), str(qrels_file), strict)
     queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
     return BeirDataset(doc_ids, doc_texts, queries, qrels, report)

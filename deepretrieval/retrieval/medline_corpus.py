@@ -4,6 +4,7 @@
     for rec in iter_medline("pubmed21n1298.xml.gz"):      # .xml or .xml.gz, NLM's PubmedArticleSet
         rec.pmid, rec.title, rec.abstract, rec.mesh, rec.pub_date
     records = load_medline(builtin_corpus_path())         # the built-in sample (see data/SOURCE.md)
+    records = records_from_beir("scifact/corpus.jsonl")   # a BEIR corpus: titles and abstracts only
 
 We parse the XML ourselves with the standard library's `xml.etree.ElementTree.iterparse` (each
 `PubmedArticle` is freed once read, so a 30,000-record baseline file streams in constant memory);
@@ -38,6 +39,8 @@ from pathlib import Path
 from typing import Iterator
 
 from tqdm import tqdm
+
+from deepretrieval.retrieval.beir import load_corpus_fields
 
 _MONTHS = {m: i for i, m in enumerate(
     "jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
@@ -137,6 +140,14 @@ def iter_medline(path: str | os.PathLike) -> Iterator[MedlineRecord]:
         raise MedlineFormatError(f"{path}: not well-formed MEDLINE XML ({exc})") from None
     except (OSError, EOFError) as exc:   # gzip.BadGzipFile is an OSError
         raise MedlineFormatError(f"{path}: cannot read ({exc})") from None
+
+
+def records_from_beir(corpus_file: str | os.PathLike) -> list[MedlineRecord]:
+    """A BEIR corpus.jsonl as records with a title and an abstract only (no MeSH, authors or
+    dates), so that the offline PubMed-syntax backend can search a BEIR corpus such as SciFact's
+    PubMed abstracts: [ti], [ab], [tiab] and untagged terms work; [mh], [au], [pt] match nothing."""
+    ids, titles, texts = load_corpus_fields(corpus_file)
+    return [MedlineRecord(pmid=i, title=t, abstract=a) for i, t, a in zip(ids, titles, texts)]
 
 
 def load_medline(*paths: str | os.PathLike, show_progress: bool = True) -> list[MedlineRecord]:

@@ -4,6 +4,7 @@
     ndcg_at_k(["d3", "d1", "d9"], {"d1": 2, "d7": 1}, k=10)           # one query; ranked ids
     res = evaluate(run, qrels, ["ndcg@10", "recall@100", "mrr@10"])   # run: {qid: ranked ids}
     res.mean["ndcg@10"], res.per_query["q1"]["recall@100"]
+    low, high = paired_bootstrap_ci(raw_scores, rl_scores)           # 95 % interval of mean(rl - raw)
 
 `ranked` lists doc ids best first; `judged` maps doc id -> graded relevance (as in a qrels file);
 a grade <= 0 is not relevant. Definitions, as trec_eval / pytrec_eval compute them:
@@ -24,6 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 Ranked = Sequence[str]
 Judged = Mapping[str, int]
@@ -81,3 +84,26 @@ def evaluate(run: Mapping[str, Ranked], qrels: Mapping[str, Judged],
     n = max(len(per_query), 1)
     mean = {m: sum(v[m] for v in per_query.values()) / n for m in metrics}
     return EvalResult(mean, per_query)
+
+
+def paired_bootstrap_ci(baseline: Sequence[float], system: Sequence[float], level: float = 0.95,
+                        resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(system - baseline) over paired per-query scores.
+
+    Queries are resampled with replacement `resamples` times (the same queries for both systems,
+    which is what makes it paired); the interval is the (1 - level) / 2 and (1 + level) / 2
+    quantiles of the resampled mean differences (numpy's "inverted_cdf": an observed value, no
+    interpolation). An interval entirely above 0 means the gain is unlikely to be resampling luck.
+    """
+    if len(baseline) != len(system) or len(system) == 0:
+        raise ValueError(f"need two equally long, non-empty lists of per-query scores "
+                         f"(got {len(baseline)} and {len(system)})")
+    diff = np.asarray(system, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 1000):          # [chunk, n] indices at a time bounds memory
+        rows = rng.integers(0, len(diff), size=(min(1000, resamples - start), len(diff)))
+        means[start:start + len(rows)] = diff[rows].mean(axis=1)
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(means, [tail, 1.0 - tail], method="inverted_cdf")
+    return float(low), float(high)

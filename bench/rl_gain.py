@@ -1,0 +1,153 @@
+"""Does RL find better queries than the user's own? Train a recipe on its train split, then score the
+raw input, the zero-shot model and the RL model on val (where recipes are chosen) and on test, with
+paired bootstrap intervals of the differences.
+
+    python -m bench.rl_gain --config configs/scifact_smollm2_gpu.toml --name scifact_rl
+    python -m bench.rl_gain --config configs/literature_scifact_smollm2.toml --name literature_rl --minutes 12
+    python -m bench.rl_gain --config configs/spider_crossdb_smollm2.toml --name sql_rl
+    python -m bench.rl_gain --config configs/scifact_smollm2_gpu.toml task.data=/my/beir/folder --name my_rl
+    python -m bench.rl_gain --config FILE --no-record --device cpu --out /tmp/x rl.total_steps=1 ...  # smoke
+
+The config's own settings are used with `run.eval_split = "val"`: training evaluates raw and
+zero-shot on val before it starts and the RL model after it ends (the numbers to choose a recipe
+by), and this script then evaluates raw, zero-shot and RL on test once. Every variant of a task is
+scored by the task's headline metric (`task.headline`: NDCG@10, Recall@k, execution accuracy)
+per example, and `rl_minus_raw_ci95` / `rl_minus_zero_shot_ci95` are 95 % paired bootstrap
+intervals of the mean difference (retrieval/metrics.py). For literature search the OR-of-words
+rule (every word of the input joined by OR) is scored beside them: the baseline a rule reaches.
+For text-to-SQL there is no raw variant (a question is not SQL).
+
+Writes the run to --out (report.md with the tables, curves, eval.jsonl, metrics.jsonl, rollouts,
+checkpoints, export), copies report and curves to bench/results/<name>/, and appends one JSON line
+to bench/results/<name>.jsonl: the scores per split, the intervals, steps, minutes, device, the
+command and the resolved config.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from bench.results_log import RESULTS_DIR, append_result, device_name
+from deepretrieval.evaluation import evaluate_variants
+from deepretrieval.policy import EXPORT, load_policy
+from deepretrieval.report import by_variant, plot_curves
+from deepretrieval.retrieval.metrics import paired_bootstrap_ci
+from deepretrieval.run_config import load_config
+from deepretrieval.tasks.literature_search import or_of_words
+from deepretrieval.training import build_eval_task, local_device, rewrite_settings, train_run
+
+VARIANTS = (("raw", "raw input"), ("zero_shot", "zero-shot model"), ("rl", "RL model"),
+            ("or_rule", "OR-of-words rule"))
+
+
+def scores(row: dict | None, metric: str) -> dict | None:
+    if row is None:
+        return None
+    return {"score": row.get(metric), "valid_format": row.get("valid_format"),
+            "mean_reward": row.get("mean_reward"), "n": row.get("n")}
+
+
+def compare(before: list[dict], after: list[dict], metric: str) -> dict:
+    """Scores of raw / zero-shot / RL (/ the OR rule) on one split and the intervals of the gains."""
+    b, a = by_variant(before), by_variant(after)
+    rows = {"raw": b.get("raw"), "zero_shot": b.get("rewrite"), "rl": a.get("rewrite"), "or_rule": b.get("or_rule")}
+    out = {name: scores(row, metric) for name, row in rows.items() if row is not None}
+    rl = rows["rl"]["per_example"]
+    for name in ("raw", "zero_shot", "or_rule"):
+        if rows[name] is not None:
+            low, high = paired_bootstrap_ci(rows[name]["per_example"], rl)
+            out[f"rl_minus_{name}_ci95"] = [round(low, 4), round(high, 4)]
+    return out
+
+
+def or_rule_row(task, split: str) -> dict:
+    """The OR-of-words rule as an evaluation row (literature search: what a rule reaches)."""
+    return {"variant": "or_rule", **task.evaluate([or_of_words(q) for q in task.raw_queries(split)], split)}
+
+
+def markdown(numbers: dict, metric: str) -> list[str]:
+    lines = [f"| split | variant | {metric} | valid format | RL minus it, 95 % CI |", "|---|---|---:|---:|---|"]
+    for split, found in numbers.items():
+        for key, label in VARIANTS:
+            if key not in found:
+                continue
+            v = found[key]
+            valid = "n/a" if v["valid_format"] is None else f"{100 * v['valid_format']:.1f} %"
+            ci = found.get(f"rl_minus_{key}_ci95")
+            lines.append(f"| {split} | {label} | {v['score']:.4f} | {valid} | "
+                         f"{'' if ci is None else f'[{ci[0]:+.4f}, {ci[1]:+.4f}]'} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="experiment TOML")
+    parser.add_argument("--name", default="rl_gain", help="bench/results/<name>.jsonl and <name>/")
+    parser.add_argument("--minutes", type=float, help="training wall-clock budget (default: the config's)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when present), cuda or cpu")
+    parser.add_argument("--out", help="run folder (default: the config's run.out_dir)")
+    parser.add_argument("--no-record", action="store_true", help="do not write to bench/results/")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    args = parser.parse_args(argv)
+    extra = ["run.eval_split=val", f"model.device={args.device}"]
+    extra += [f"run.out_dir={json.dumps(args.out)}"] if args.out else []
+    extra += [f"rl.max_minutes={args.minutes}"] if args.minutes is not None else []
+    cfg = load_config(args.config, list(args.overrides) + extra)
+    out = Path(cfg.run.out_dir)
+    t0 = time.perf_counter()
+    result = train_run(cfg, out)
+    train_s = time.perf_counter() - t0
+
+    task = build_eval_task(cfg)
+    if cfg.run.eval_limit:
+        task.limit(cfg.run.eval_limit, splits=["val", "test"])
+    device, settings = local_device(cfg), rewrite_settings(cfg)
+    literature = task.name == "literature_search"
+    base, tok = load_policy(cfg.model.name, device, cfg.model.chat_template)
+    test_before = evaluate_variants(task, "test", base, tok, settings, desc="test zero-shot")
+    trained, trained_tok = load_policy(out / EXPORT, device)
+    test_after = evaluate_variants(task, "test", trained, trained_tok, settings, desc="test RL")
+    val_before = result.before + ([or_rule_row(task, "val")] if literature else [])
+    test_before += [or_rule_row(task, "test")] if literature else []
+    metric = task.headline
+    numbers = {"val": compare(val_before, result.after, metric), "test": compare(test_before, test_after, metric)}
+    wall = time.perf_counter() - t0
+    close = getattr(task, "close", None)
+    if close is not None:
+        close()
+
+    command = "python -m bench.rl_gain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    curves = plot_curves(out)
+    examples = by_variant(test_after)["rewrite"].get("examples", [])
+    report = [f"# {args.name}: {cfg.model.name} trained with {cfg.rl.algorithm.upper()} on {cfg.task.family} "
+              f"({cfg.task.data})", "", "```", command, "```", "",
+              f"- {result.steps} RL steps in {train_s / 60:.1f} min (training and val evaluations), "
+              f"{wall / 60:.1f} min in all on {device_name()}; {result.train_prompts} training examples",
+              f"- metric: {metric} on every example of each split; greedy decoding, at most "
+              f"{cfg.run.eval_max_new_tokens} new tokens", "", *markdown(numbers, metric), "",
+              *[f"![{p.stem}]({p.name})" for p in curves]]
+    for ex in examples[:3]:
+        report += ["", f"RL model, test example {ex['id']}: engine query = {ex['answer']!r}", "```",
+                   ex["completion"].strip(), "```"]
+    text = "\n".join(report) + "\n"
+    (out / "report.md").write_text(text)
+    print(text)
+    if args.no_record:
+        return
+    folder = RESULTS_DIR / args.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.md").write_text(text)
+    for png in curves:
+        shutil.copy(png, folder / png.name)
+    append_result(args.name, {"metric": metric, **numbers["test"], "val": numbers["val"],
+                              "steps": result.steps, "train_minutes": round(train_s / 60, 2),
+                              "minutes": round(wall / 60, 2), "command": command, "config": cfg.to_dict()})
+
+
+if __name__ == "__main__":
+    main()
