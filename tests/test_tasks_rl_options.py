@@ -90,10 +90,10 @@ def test_literature_search_over_scifact_with_pubmed_syntax():
     claim = task.evaluate(raw, "test")["recall@100"]
     rule = task.evaluate([or_of_words(q) for q in raw], "test")["recall@100"]
     assert claim < 0.1 < 0.85 < rule          # the raw claim ANDs every word; OR finds most (0.049 / 0.919)
-    prompts = task.prompts("test")[:2]
-    answers = [raw[0], or_of_words(raw[0])]
-    result = task.reward([prompts[0]] * 2, [task.well_formed(prompts[0], a) for a in answers])
-    assert [d["recall"] for d in result.details] == [0.0, 1.0]     # claim 1: nothing ANDed, all ORed
+    prompts = task.prompts("test")
+    answers = [raw[1], or_of_words(raw[1])]          # "1/2000 in UK have abnormal PrP positivity."
+    result = task.reward([prompts[1]] * 2, [task.well_formed(prompts[1], a) for a in answers])
+    assert [d["recall"] for d in result.details] == [0.0, 1.0]     # nothing when ANDed, all when ORed
     assert result.rewards == [1.0 - 3.5, 1.0 + 5.0]                # format + the paper's recall tiers
 
 
