@@ -10,6 +10,8 @@
 #   literature_rl  the Boolean query alone                                     | think, then query
 #   sql_rl         the SQL alone, the paper's Spider reward                   | with bird.py's 0.3
 #                                                                               for SQL that runs
+# and two SciFact variants of the training features: LoRA (rank 16) and a supervised cold start
+# (one epoch on the training claims answered in the format, scripts/format_traces.py) before GRPO.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 minutes="${1:-12}"
@@ -28,5 +30,12 @@ run literature_rl configs/literature_scifact_smollm2.toml literature_think task.
   rl.sampling.max_new_tokens=256 run.eval_max_new_tokens=256
 run sql_rl configs/spider_crossdb_smollm2.toml sql_reference
 run sql_rl configs/spider_crossdb_smollm2.toml sql_partial task.sql_reward=partial
+run scifact_rl configs/scifact_smollm2_gpu.toml scifact_lora rl.lora.rank=16 rl.lora.alpha=32 \
+  rl.actor_optim.lr=1e-4
+( python scripts/format_traces.py --config configs/scifact_smollm2_gpu.toml --out runs/rl_gain/scifact_traces.jsonl \
+  && python -m deepretrieval sft --config configs/scifact_smollm2_gpu.toml --data runs/rl_gain/scifact_traces.jsonl \
+       --run-dir runs/rl_gain/scifact_sft_cold sft.micro_batch_size=16 \
+  && run scifact_rl configs/scifact_smollm2_gpu.toml scifact_sft_grpo model.name=runs/rl_gain/scifact_sft_cold/export \
+  && wait ) > runs/rl_gain/scifact_sft_cold.log 2>&1 &
 wait
 grep -h "^| " runs/rl_gain/*/report.md
