@@ -23,8 +23,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from bench.results_log import append_result
 from deepretrieval.retrieval.analyzer import Analyzer
 from deepretrieval.retrieval.beir import load_corpus, load_queries
@@ -51,7 +49,6 @@ def main() -> None:
     parser.add_argument("--beir", default="builtin:scifact", help="BEIR folder (default: the built-in SciFact)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    torch.set_num_threads(1)                           # our batched top-k uses torch
     doc_ids, texts = load_corpus(Path(resolve_data_path(args.beir)) / "corpus.jsonl")
     queries = list(load_queries(Path(resolve_data_path(args.beir)) / "queries.jsonl").values())
     print(f"{len(texts)} docs, {len(queries)} queries, best of {args.repeats} interleaved rounds")
