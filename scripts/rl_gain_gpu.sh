@@ -13,13 +13,14 @@
 # and two SciFact variants of the training features: LoRA (rank 16) and a supervised cold start
 # (one epoch on the training claims answered in the format, scripts/format_traces.py) before GRPO.
 set -uo pipefail
+py="${PYTHON:-python}"                       # PYTHON=python3 where `python` is another interpreter
 cd "$(dirname "$0")/.."
 minutes="${1:-12}"
 mkdir -p runs/rl_gain
 export OMP_NUM_THREADS=2                     # six processes share the machine's cores
 run() {   # run NAME CONFIG OUT [KEY=VALUE ...]
   local name="$1" config="$2" out="$3"; shift 3
-  python -m bench.rl_gain --config "$config" --name "$name" --minutes "$minutes" --out "runs/rl_gain/$out" "$@" \
+  "$py" -m bench.rl_gain --config "$config" --name "$name" --minutes "$minutes" --out "runs/rl_gain/$out" "$@" \
     > "runs/rl_gain/$out.log" 2>&1 &
 }
 run scifact_rl configs/scifact_smollm2_gpu.toml scifact_think
@@ -32,8 +33,8 @@ run sql_rl configs/spider_crossdb_smollm2.toml sql_reference
 run sql_rl configs/spider_crossdb_smollm2.toml sql_partial task.sql_reward=partial
 run scifact_rl configs/scifact_smollm2_gpu.toml scifact_lora rl.lora.rank=16 rl.lora.alpha=32 \
   rl.actor_optim.lr=1e-4
-( python scripts/format_traces.py --config configs/scifact_smollm2_gpu.toml --out runs/rl_gain/scifact_traces.jsonl \
-  && python -m deepretrieval sft --config configs/scifact_smollm2_gpu.toml --data runs/rl_gain/scifact_traces.jsonl \
+( "$py" scripts/format_traces.py --config configs/scifact_smollm2_gpu.toml --out runs/rl_gain/scifact_traces.jsonl \
+  && "$py" -m deepretrieval sft --config configs/scifact_smollm2_gpu.toml --data runs/rl_gain/scifact_traces.jsonl \
        --run-dir runs/rl_gain/scifact_sft_cold sft.micro_batch_size=16 \
   && run scifact_rl configs/scifact_smollm2_gpu.toml scifact_sft_grpo model.name=runs/rl_gain/scifact_sft_cold/export \
   && wait ) > runs/rl_gain/scifact_sft_cold.log 2>&1 &
