@@ -18,8 +18,8 @@ rule (every word of the input joined by OR) is scored beside them: the baseline 
 For text-to-SQL there is no raw variant (a question is not SQL).
 
 Writes the run to --out (report.md with the tables, curves, eval.jsonl, metrics.jsonl, rollouts,
-checkpoints, export), copies report and curves to bench/results/<name>/, and appends one JSON line
-to bench/results/<name>.jsonl: the scores per split, the intervals, steps, minutes, device, the
+checkpoints, export), copies report, curves and metrics.jsonl to bench/results/rl_gain/<run folder name>/, and
+appends one JSON line to bench/results/<name>.jsonl: the scores per split, the intervals, steps, minutes, device, the
 command and the resolved config.
 """
 from __future__ import annotations
@@ -36,6 +36,7 @@ from bench.results_log import RESULTS_DIR, append_result, device_name
 from deepretrieval.evaluation import evaluate_variants
 from deepretrieval.policy import EXPORT, load_policy
 from deepretrieval.report import by_variant, plot_curves
+from deepretrieval.rl.run_logging import METRICS
 from deepretrieval.retrieval.metrics import paired_bootstrap_ci
 from deepretrieval.run_config import load_config
 from deepretrieval.tasks.literature_search import or_of_words
@@ -139,11 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.no_record:
         return
-    folder = RESULTS_DIR / args.name
+    folder = RESULTS_DIR / "rl_gain" / out.name        # one folder per run: variants do not overwrite
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.md").write_text(text)
-    for png in curves:
-        shutil.copy(png, folder / png.name)
+    for path in [*curves, out / METRICS]:
+        shutil.copy(path, folder / path.name)
     append_result(args.name, {"metric": metric, **numbers["test"], "val": numbers["val"],
                               "steps": result.steps, "train_minutes": round(train_s / 60, 2),
                               "minutes": round(wall / 60, 2), "command": command, "config": cfg.to_dict()})
