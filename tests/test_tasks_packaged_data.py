@@ -59,3 +59,16 @@ def test_builtin_spec_and_errors(tmp_path, monkeypatch):
     assert resolve_data_path("builtin:spider") == str(tmp_path / "data" / "spider")
     with pytest.raises(SystemExit, match=re.escape("no built-in dataset 'nope' (built-in: scifact, spider")):
         packaged_dataset("nope")
+
+
+def test_processes_unpacking_at_once_do_not_collide(tmp_path):
+    """Six experiment processes started together once raced on one temporary file name."""
+    import subprocess
+    import sys
+    code = ("import sys; from deepretrieval.tasks.packaged_data import packaged_dataset; "
+            "packaged_dataset('spider', sys.argv[1])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "spider")], stderr=subprocess.PIPE)
+             for _ in range(4)]
+    errors = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    assert sha256(tmp_path / "spider" / "dev.json") == RELEASE_SHA256["spider"]["dev.json"]

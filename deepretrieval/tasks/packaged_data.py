@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from deepretrieval.model.cache_dir import cache_root
@@ -57,7 +58,8 @@ def packaged_dataset(name: str, dest: str | Path | None = None) -> Path:
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise SystemExit(f"built-in data file {packed} does not match its MANIFEST.json; reinstall the package")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + ".tmp")
+        # a temporary name of this process's own, so processes unpacking at once do not collide
+        tmp = target.with_suffix(f"{target.suffix}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
         tmp.replace(target)
     return dest
