@@ -62,13 +62,16 @@ def test_builtin_spec_and_errors(tmp_path, monkeypatch):
 
 
 def test_processes_unpacking_at_once_do_not_collide(tmp_path):
-    """Six experiment processes started together once raced on one temporary file name."""
+    """Experiment processes started together once raced on one temporary file name (one renamed
+    the file away under another). Four processes start unpacking at the same instant."""
     import subprocess
     import sys
-    code = ("import sys; from deepretrieval.tasks.packaged_data import packaged_dataset; "
-            "packaged_dataset('spider', sys.argv[1])")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "spider")], stderr=subprocess.PIPE)
-             for _ in range(4)]
-    errors = [p.communicate()[1].decode() for p in procs]
+    import time
+    code = ("import sys, time; from deepretrieval.tasks.packaged_data import packaged_dataset; "
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); packaged_dataset('scifact', sys.argv[1])")
+    start = time.time() + 3.0                       # after every interpreter has started
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "scifact"), str(start)],
+                              stderr=subprocess.PIPE) for _ in range(4)]
+    errors = [p.communicate()[1].decode()[-300:] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
-    assert sha256(tmp_path / "spider" / "dev.json") == RELEASE_SHA256["spider"]["dev.json"]
+    assert sha256(tmp_path / "scifact" / "corpus.jsonl") == RELEASE_SHA256["scifact"]["corpus.jsonl"]
