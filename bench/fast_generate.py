@@ -1,20 +1,24 @@
-"""Fast decoding (model/fast_decode.py) against transformers' `generate` on a GPU: the issue-7 cases.
+"""Fast decoding (model/fast_decode.py) against transformers on a GPU, at batch 1 and batch 64.
 
-    python -m bench.fast_generate                          # both shapes, every case (< 5 min on an H100)
+    python -m bench.fast_generate                          # both shapes, every case (< 10 min on an H100)
     python -m bench.fast_generate --shapes qwen2.5-0.5b-shape --skip-compiled
     python -m bench.fast_generate --no-cuda-graphs         # our kernels without the CUDA graph
     python -m bench.fast_generate --no-pdl                 # without programmatic dependent launch
 
 Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sides.
-  latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours, of transformers `generate`
-           (default dynamic cache) and of transformers with a static cache + torch.compile
-           (transformers' own compile of the decoding step: mode reduce-overhead, fullgraph; run in
-           a child process under a time budget and reported as "n/a" with the reason when it fails
-           or runs out), and ours as a fraction of the HBM
-           roofline: bandwidth (measured here with a large device copy) / weight bytes read per token.
+  latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours and of three references:
+           transformers `generate` (default dynamic cache); `generate` with a static cache, which
+           makes transformers compile its decoding step with torch.compile (mode reduce-overhead);
+           and a gpt-fast style greedy loop over transformers' model with a static cache, its
+           one-token step compiled with torch.compile(mode="reduce-overhead", fullgraph=True) and
+           no `generate` at all (what an expert would write by hand). The two compiled references
+           run in child processes under a time budget and are reported as "n/a" with the reason
+           when they fail or run out. Ours as a fraction of the HBM roofline: bandwidth (measured
+           here with a large device copy) / weight bytes read per token.
   rollout  batch 64, prompt 256, 512 new tokens, temperature 1 (the RL case): total tok/s.
-tok/s = new tokens of the batch / wall time of one `generate` call (prefill included), best of
---repeats (ours) / --hf-repeats (transformers) after an untimed warm-up call of the same shape.
+tok/s = new tokens of the batch / wall time of one call (prefill included), the median of
+--repeats (ours) / --hf-repeats (every reference; default 3) timed calls, each side warmed up
+first by an untimed call of the same shape and length, so no number is a cold first call.
 Ours builds its decoder and captures the graph in the warm-up call (`first_call_s`); timed calls
 reuse it, as consecutive RL rollouts of one shape do. Memory: the peak allocated above what was
 allocated before one call (KV cache, activations, logits, graph pool), for both sides.
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -88,22 +93,23 @@ def run_ours(ours, prompts, case: dict, repeats: int, cuda_graphs: bool) -> dict
         kw["cuda_graphs"] = False
         fast_decode.release(ours)
         first_s, mem = measured(lambda: time_ours(ours, prompts, case["new_tokens"], **kw))
-    best = min(time_ours(ours, prompts, case["new_tokens"], **kw) for _ in range(repeats))
+    seconds = statistics.median(time_ours(ours, prompts, case["new_tokens"], **kw) for _ in range(repeats))
     return {**rec, "cuda_graphs": kw["cuda_graphs"], "first_call_s": round(first_s, 3), "mem_gib": round(mem, 3),
-            "tok_s": len(prompts) * case["new_tokens"] / best}
+            "tok_s": len(prompts) * case["new_tokens"] / seconds}
 
 
 def run_hf(hf, prompts, case: dict, repeats: int) -> dict:
-    time_hf(hf, prompts, 4, torch.device("cuda"), case["temperature"])              # warm-up
+    time_hf(hf, prompts, case["new_tokens"], torch.device("cuda"), case["temperature"])   # full-length warm-up
     runs = [measured(lambda: time_hf(hf, prompts, case["new_tokens"], torch.device("cuda"), case["temperature"]))
             for _ in range(repeats)]
-    return {"tok_s": len(prompts) * case["new_tokens"] / min(s for s, _ in runs),
+    return {"tok_s": len(prompts) * case["new_tokens"] / statistics.median(s for s, _ in runs),
             "mem_gib": round(max(m for _, m in runs), 3)}
 
 
-def hf_compiled(name: str, case: dict, repeats: int, budget_s: float) -> dict:
-    """transformers with a static cache + torch.compile, in a child process killed after budget_s."""
-    cmd = [sys.executable, "-m", "bench.fast_generate", "--hf-compiled-child", name,
+def hf_compiled(name: str, kind: str, repeats: int, budget_s: float) -> dict:
+    """A compiled transformers reference (kind "generate" or "loop") in a child process killed
+    after budget_s."""
+    cmd = [sys.executable, "-m", "bench.fast_generate", "--hf-compiled-child", name, "--child-kind", kind,
            "--hf-repeats", str(repeats)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)     # its own group: compile workers die with it
@@ -120,20 +126,54 @@ def hf_compiled(name: str, case: dict, repeats: int, budget_s: float) -> dict:
     return json.loads(lines[-1])
 
 
-def hf_compiled_child(name: str, repeats: int) -> None:
+def greedy_loop(hf, cache_cls):
+    """gpt-fast's decoding over transformers' model: a static KV cache, the prompt's forward, then
+    one compiled one-token step per new token (argmax inside the graph), no `generate`.
+    Returns run(prompt [1, P] on cuda, new_tokens) -> seconds."""
+    @torch.compile(mode="reduce-overhead", fullgraph=True)
+    def step(token, position, cache):                          # token [1, 1], position [1]
+        logits = hf(input_ids=token, position_ids=position[None], cache_position=position,
+                    past_key_values=cache, use_cache=True).logits
+        return logits[:, -1].argmax(-1, keepdim=True)           # [1, 1]
+
+    def run(prompt: torch.Tensor, new_tokens: int) -> float:
+        cache = cache_cls(config=hf.config, max_cache_len=prompt.shape[1] + new_tokens)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            positions = torch.arange(prompt.shape[1], device=prompt.device)
+            logits = hf(input_ids=prompt, position_ids=positions[None], cache_position=positions,
+                        past_key_values=cache, use_cache=True).logits
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            for i in range(new_tokens - 1):
+                position = torch.tensor([prompt.shape[1] + i], device=prompt.device)
+                token = step(token.clone(), position, cache)
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    return run
+
+
+def hf_compiled_child(name: str, kind: str, repeats: int) -> None:
     case = CASES["latency"]
     hf = cuda_hf(name)
-    # A static cache makes `generate` compile the decoding forward itself (generation_config's
-    # CompileConfig: fullgraph, mode reduce-overhead). Compiling `forward` here as well wrapped it
-    # twice, and that run died in inductor's cudagraph code (exit -11) on an H100.
-    hf.generation_config.cache_implementation = "static"
     prompts = fixed_prompts(case["batch"], case["prompt_len"], hf.config.vocab_size)
+    if kind == "generate":
+        # A static cache makes `generate` compile the decoding forward itself (generation_config's
+        # CompileConfig: fullgraph, mode reduce-overhead). Compiling `forward` here as well wrapped
+        # it twice, and that run died in inductor's cudagraph code (exit -11) on an H100.
+        hf.generation_config.cache_implementation = "static"
+        run = lambda: time_hf(hf, prompts, case["new_tokens"], torch.device("cuda"))   # noqa: E731
+    else:
+        from transformers import StaticCache
+        loop = greedy_loop(hf, StaticCache)
+        prompt = torch.tensor(prompts, device="cuda")
+        run = lambda: loop(prompt, case["new_tokens"])          # noqa: E731
     t0 = time.perf_counter()
     for _ in range(2):      # compiles (prefill and decode shapes), then records the CUDA graphs
-        time_hf(hf, prompts, case["new_tokens"], torch.device("cuda"))
+        run()
     warm_s = time.perf_counter() - t0
-    best = min(time_hf(hf, prompts, case["new_tokens"], torch.device("cuda")) for _ in range(repeats))
-    print(json.dumps({"tok_s": case["new_tokens"] / best, "warmup_s": round(warm_s, 1)}))
+    seconds = statistics.median(run() for _ in range(repeats))
+    print(json.dumps({"tok_s": case["new_tokens"] / seconds, "warmup_s": round(warm_s, 1)}))
 
 
 def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
@@ -161,31 +201,33 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
     torch.cuda.empty_cache()
     latency = next((r for r in rows if r["model"] == name and r["case"] == "latency"), None)
     if latency is not None:
-        if args.skip_compiled:
-            c = {"na": "skipped (--skip-compiled)"}
-        else:
-            c = hf_compiled(name, CASES["latency"], args.hf_repeats, args.compiled_budget_s)
-        if "na" in c:
-            latency["transformers_compiled"] = "n/a: " + c["na"]
-        else:
-            latency.update(transformers_compiled_tok_s=round(c["tok_s"], 1),
-                           transformers_compiled_warmup_s=c["warmup_s"],
-                           ratio_compiled=round(latency["ours_tok_s"] / c["tok_s"], 2))
+        for kind, key in (("generate", "transformers_compiled"), ("loop", "compiled_loop")):
+            if args.skip_compiled:
+                c = {"na": "skipped (--skip-compiled)"}
+            else:
+                c = hf_compiled(name, kind, args.hf_repeats, args.compiled_budget_s)
+            if "na" in c:
+                latency[key] = "n/a: " + c["na"]
+            else:
+                latency.update({f"{key}_tok_s": round(c["tok_s"], 1), f"{key}_warmup_s": c["warmup_s"],
+                                f"ratio_{key}": round(latency["ours_tok_s"] / c["tok_s"], 2)})
     for r in rows:
         if r["model"] == name:
             append_result("fast_generate", r)
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| model | case | ours tok/s | transformers tok/s | ratio | transformers static+compile tok/s | "
-            "ratio | HBM roofline | ours mem GiB | transformers mem GiB |")
-    lines = [head, "|" + "---|" * 10]
+    head = ("| model | case | ours tok/s | transformers tok/s | ratio | static cache + compiled generate "
+            "tok/s | ratio | compiled greedy loop tok/s | ratio | HBM roofline | ours mem GiB | transformers mem GiB |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         compiled = r.get("transformers_compiled_tok_s", r.get("transformers_compiled", ""))
+        loop = r.get("compiled_loop_tok_s", r.get("compiled_loop", ""))
         roof = f"{100 * r['roofline_fraction']:.0f} % of {r['roofline_tok_s']:.0f}" if "roofline_fraction" in r else ""
         lines.append(f"| {r['model']} | {r['case']} b{r['batch']} p{r['prompt_len']} n{r['new_tokens']} "
                      f"T{r['temperature']:g} | {r['ours_tok_s']:.0f} | {r['transformers_tok_s']:.0f} | "
-                     f"{r['ratio']:.1f}x | {compiled} | {r.get('ratio_compiled', '')} | {roof} | "
+                     f"{r['ratio']:.1f}x | {compiled} | {r.get('ratio_transformers_compiled', '')} | {loop} | "
+                     f"{r.get('ratio_compiled_loop', '')} | {roof} | "
                      f"{r['ours_mem_gib']:.2f} | {r['transformers_mem_gib']:.2f} |")
     return "\n".join(lines)
 
@@ -194,22 +236,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="*", default=list(QWEN25_SHAPES), choices=list(QWEN25_SHAPES))
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls of ours (best kept)")
-    parser.add_argument("--hf-repeats", type=int, default=1, help="timed calls of transformers (best kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of ours (median kept)")
+    parser.add_argument("--hf-repeats", type=int, default=3, help="timed calls of each reference (median kept)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="our kernels without graph capture")
     parser.add_argument("--no-pdl", action="store_true",
                         help="launch our kernels without programmatic dependent launch (sets DEEPRETRIEVAL_PDL=0)")
-    parser.add_argument("--skip-compiled", action="store_true", help="skip transformers static cache + compile")
+    parser.add_argument("--skip-compiled", action="store_true", help="skip both compiled transformers references")
     parser.add_argument("--compiled-budget-s", type=float, default=100.0,
                         help="wall-clock budget of each compiled-transformers child (compile included)")
     parser.add_argument("--hf-compiled-child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-kind", choices=("generate", "loop"), default="generate", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.no_pdl:
         os.environ["DEEPRETRIEVAL_PDL"] = "0"
     if not torch.cuda.is_available():
         raise SystemExit("bench.fast_generate needs a CUDA GPU; none is available")
     if args.hf_compiled_child:
-        hf_compiled_child(args.hf_compiled_child, args.hf_repeats)
+        hf_compiled_child(args.hf_compiled_child, args.child_kind, args.hf_repeats)
         return
     start = time.perf_counter()
     bandwidth = hbm_bandwidth()
