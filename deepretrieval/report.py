@@ -2,7 +2,8 @@
 
     print_rows(rows, as_json=False, label="after")    # a text table, or one JSON object per line
     markdown_table([("raw", raw_row), ("after RL", rl_row)], "ndcg@10")
-    plot_curves("runs/demo")                          # reward.png, kl.png, length.png from metrics.jsonl
+    plot_curves("runs/demo")                          # reward.png, valid_format.png, kl.png, length.png
+    table, verdict = training_progress(read_jsonl("runs/demo/metrics.jsonl"))   # did anything rise?
 """
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from pathlib import Path
 from deepretrieval.rl.run_logging import METRICS, read_jsonl
 
 # figure name -> the metrics.jsonl keys it draws
-CURVES = {"reward.png": ("reward/mean",), "kl.png": ("kl",),
+CURVES = {"reward.png": ("reward/mean",), "valid_format.png": ("reward/format_ok",), "kl.png": ("kl",),
           "length.png": ("response_length/mean", "response_length/max")}
+# the training-progress columns: metrics.jsonl key -> header ("reward/generated_mean" is over
+# everything generated; with dynamic sampling "reward/mean" covers the trained groups only)
+PROGRESS = {"reward/generated_mean": "mean reward", "reward/format_ok": "valid format"}
 _HIDDEN = ("variant", "examples", "step", "per_example")
 
 
@@ -84,26 +88,56 @@ def summary(before: list[dict], after: list[dict], metric: str, steps: int) -> d
     return out
 
 
+def _progress_value(rows: list[dict], key: str) -> float | None:
+    values = [r.get(key, r.get("reward/mean") if key == "reward/generated_mean" else None) for r in rows]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def training_progress(rows: list[dict]) -> tuple[list[str], str]:
+    """From metrics.jsonl rows: a markdown table of the mean reward and valid-format rate over the
+    first, middle and last third of the steps, and one sentence saying whether they rose."""
+    if not rows:
+        return [], "No RL step ran, so nothing was learned."
+    n = len(rows)
+    parts = [("first", rows[:max(1, n // 3)]), ("middle", rows[n // 3:max(n // 3 + 1, 2 * n // 3)]),
+             ("last", rows[-max(1, n // 3):])]
+    table = ["| steps | " + " | ".join(PROGRESS.values()) + " |", "|---|" + "---:|" * len(PROGRESS)]
+    for name, part in parts:
+        cells = [fmt(_progress_value(part, key)) for key in PROGRESS]
+        table.append(f"| {name} third ({part[0]['step']}-{part[-1]['step']}) | " + " | ".join(cells) + " |")
+    first, last = parts[0][1], parts[2][1]
+    gains = {label: (_progress_value(first, key), _progress_value(last, key)) for key, label in PROGRESS.items()}
+    rose = [f"{label} {a:.3f} -> {b:.3f}" for label, (a, b) in gains.items() if a is not None and b is not None and b > a]
+    if rose:
+        return table, f"Learned during training: {', '.join(rose)} (first third of the steps -> last third)."
+    zero_var = _progress_value(rows, "groups/zero_variance")
+    why = (f" In {100 * zero_var:.0f} % of the groups every completion got the same reward, so GRPO had "
+           "no signal to learn from there." if zero_var else "")
+    return table, "Nothing was learned: neither the mean reward nor the valid-format rate rose." + why
+
+
 def experiment_report(title: str, command: str, setup: list[str], before: list[dict],
                       after: list[dict], metric: str, steps: int, curves: list[Path],
-                      timing: str) -> str:
-    """Markdown: setup, the raw / zero-shot / after-RL table, curves, example completions."""
+                      timing: str, metrics_rows: list[dict]) -> str:
+    """Markdown: setup, the raw / zero-shot / after-RL table, training progress and a sentence on
+    whether anything was learned, curves, example completions."""
     b, a = by_variant(before), by_variant(after)
-    named = [("raw query", b.get("raw")), ("zero-shot rewrite", b.get("rewrite")),
+    named = [("raw input", b.get("raw")), ("zero-shot model", b.get("rewrite")),
              (f"after RL ({steps} steps)", a.get("rewrite")),
-             ("zero-shot rewrite, raw query where none parsed", b.get("rewrite_or_raw")),
-             ("after RL, raw query where none parsed", a.get("rewrite_or_raw"))]
+             ("zero-shot model, raw input where none parsed", b.get("rewrite_or_raw")),
+             ("after RL, raw input where none parsed", a.get("rewrite_or_raw"))]
+    progress, verdict = training_progress(metrics_rows)
     lines = [f"# {title}", "", "```", command, "```", "", *[f"- {s}" for s in setup], f"- {timing}", "",
-             markdown_table([(n, r) for n, r in named if r is not None], metric), "",
-             "`valid format`: completions that pass the strict think/answer check and hold a JSON "
-             "query. `mean reward`: the training reward (0.1 + NDCG@1000 for a well-formed answer "
-             "that retrieves something, 0 when it retrieves nothing relevant, -2 for a bad format); "
-             "for the raw query, the reward it would get written as a well-formed answer. The "
-             "\"raw query where none parsed\" rows are a labelled fallback, not the model's score.", ""]
+             "## Evaluation", "", markdown_table([(n, r) for n, r in named if r is not None], metric), "",
+             "`valid format`: completions that pass the strict format check and hold a JSON answer. "
+             "`mean reward`: the training reward; for the raw input, the reward it would get written "
+             "as a well-formed answer. The \"raw input where none parsed\" rows are a labelled "
+             "fallback, not the model's score.", "", "## Training", "", *progress, "", verdict, ""]
     lines += [f"![{p.stem}]({p.name})" for p in curves]
     for name, row in (("zero-shot", b.get("rewrite")), ("after RL", a.get("rewrite"))):
         for ex in (row or {}).get("examples", [])[:2]:
-            lines += ["", f"{name}, claim {ex['id']}: parsed query = {ex['answer']!r}", "```",
+            lines += ["", f"{name}, example {ex['id']}: engine query = {ex['answer']!r}", "```",
                       ex["completion"].strip(), "```"]
     return "\n".join(lines) + "\n"
 
@@ -112,10 +146,10 @@ def describe_run(cfg, result, data: str) -> list[str]:
     """The setup lines of an experiment report (cfg: RunConfig, result: training.RunResult)."""
     r, e = cfg.rl, cfg.task.engine
     n_eval = int(result.after[0]["n"]) if result.after else 0
-    return [f"model: {cfg.model.name}; data: {data}; engine: our {e.kind.upper()} (k1={e.k1}, b={e.b})",
-            f"evaluation: the first {n_eval} claims of the {cfg.run.eval_split} split, "
+    return [f"model: {cfg.model.name}; data: {data}; engine: our {e.kind} (BM25 k1={e.k1}, b={e.b})",
+            f"evaluation: the first {n_eval} examples of the {cfg.run.eval_split} split, "
             f"{'greedy' if cfg.run.eval_greedy else 'sampled'}, at most {cfg.run.eval_max_new_tokens} new tokens",
-            f"training: {r.algorithm.upper()} on the {result.train_prompts} training claims, "
+            f"training: {r.algorithm.upper()} on the {result.train_prompts} training examples, "
             f"{result.steps} steps x {r.prompts_per_step} claims x "
             f"{r.group_size} completions, at most {r.sampling.max_new_tokens} new tokens, temperature "
             f"{r.sampling.temperature}, lr {r.actor_optim.lr}, KL coef {r.kl_coef}"

@@ -44,6 +44,7 @@ class RunResult:
     last_metrics: dict = field(default_factory=dict)
     train_prompts: int = 0
     steps: int = 0                                       # RL steps done (the time limit may stop early)
+    metric: str = ""                                     # the task's headline evaluation metric
 
 
 def rewrite_settings(cfg: RunConfig) -> RewriteSettings:
@@ -125,7 +126,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
     encode_prompts(train_prompts, tokenizer, cfg.model.max_prompt_tokens)
     settings = rewrite_settings(cfg)
     split = cfg.run.eval_split
-    result = RunResult(run_dir, train_prompts=len(train_prompts))
+    result = RunResult(run_dir, train_prompts=len(train_prompts), metric=task.headline)
     if main and not resume:
         result.before = evaluate_variants(task, split, model, tokenizer, settings, desc="eval step 0")
         log_eval(run_dir, 0, result.before)
