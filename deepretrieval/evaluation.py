@@ -16,7 +16,8 @@ Variants, one row each:
                   labelled fallback, never mixed into `rewrite`.
 Each row also holds `per_example`: the task's headline metric (`task.headline`, e.g. ndcg@10) of
 every example in order, which paired bootstrap intervals between variants are computed from.
-Rewrites are greedy by default (RunSection.eval_greedy), generated in batches with a progress bar.
+Rewrites are greedy by default (RunSection.eval_greedy), generated in batches with a progress bar
+per decode step.
 """
 from __future__ import annotations
 
@@ -51,17 +52,27 @@ def encode_prompts(prompts: Sequence, tokenizer, max_prompt_tokens: int) -> list
 
 def rewrite(model, tokenizer, prompts: Sequence, settings: RewriteSettings, desc: str = "rewrite"
             ) -> list[str]:
-    """The model's completion (decoded, special tokens removed) for each prompt."""
+    """The model's completion (decoded, special tokens removed) for each prompt.
+
+    The progress bar counts decode steps, `max_new_tokens` per batch (a batch whose completions
+    all stop early jumps to its end), so a long batch on CPU is seen to move; its postfix gives
+    the prompts done and the tokens generated. A batch's seed is `seed` + its first prompt's index."""
     ids = encode_prompts(prompts, tokenizer, settings.max_prompt_tokens)
     params = SamplingParams(max_new_tokens=settings.max_new_tokens,
                             temperature=0.0 if settings.greedy else settings.temperature,
                             stop_token_ids=tuple(tokenizer.stop_token_ids))
     out: list[str] = []
-    bs = settings.batch_size
-    for start in tqdm(range(0, len(ids), bs), desc=desc, unit="batch", dynamic_ncols=True):
-        gen = generate(model, ids[start:start + bs], params, pad_token_id=tokenizer.pad_token_id,
-                       seed=settings.seed + start)
-        out.extend(tokenizer.decode(toks, skip_special_tokens=True) for toks in gen.token_lists())
+    bs, steps = settings.batch_size, settings.max_new_tokens
+    starts = range(0, len(ids), bs)
+    tokens = 0
+    with tqdm(total=len(starts) * steps, desc=desc, unit="step", dynamic_ncols=True) as bar:
+        for i, start in enumerate(starts):
+            gen = generate(model, ids[start:start + bs], params, pad_token_id=tokenizer.pad_token_id,
+                           seed=settings.seed + start, on_step=lambda: bar.update(1))
+            bar.update((i + 1) * steps - bar.n)
+            out.extend(tokenizer.decode(toks, skip_special_tokens=True) for toks in gen.token_lists())
+            tokens += int(gen.lengths.sum())
+            bar.set_postfix(prompts=f"{len(out)}/{len(ids)}", tokens=tokens)
     return out
 
 

@@ -28,7 +28,7 @@ from deepretrieval.policy import CHECKPOINTS, EXPORT, RUN_CONFIG, load_policy, s
 from deepretrieval.run_config import RunConfig, write_resolved
 from deepretrieval.model.registry import resolve_device
 from deepretrieval.rl.lora import merged_copy
-from deepretrieval.rl.checkpoint import checkpoint_step, latest_checkpoint
+from deepretrieval.rl.checkpoint import check_run_dir, checkpoint_step, latest_checkpoint
 from deepretrieval.rl.run_logging import METRICS, read_jsonl, trim_jsonl
 from deepretrieval.rl.trackers import check_available
 
@@ -112,6 +112,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
         check_available(cfg.rl.tensorboard, cfg.rl.wandb_project)
     except ImportError as exc:
         raise SystemExit(f"rl.{exc}") from exc
+    check_run_dir(run_dir, run_dir / CHECKPOINTS, resume)     # before eval.jsonl is touched
     device = local_device(cfg)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)

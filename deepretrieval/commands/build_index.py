@@ -1,11 +1,13 @@
 """`deepretrieval build-index`: build and save a BM25 or dense index of a BEIR corpus.
 
-    deepretrieval build-index --beir ../shared/data/scifact --out runs/scifact.bm25
+    deepretrieval build-index --beir builtin:scifact --out runs/scifact.bm25
     deepretrieval build-index --beir DIR --out runs/scifact.minilm --retriever dense --model all-MiniLM-L6-v2
     deepretrieval search --index runs/scifact.bm25 "vitamin D and bone density"
 
+--beir is a BEIR folder or a built-in dataset (builtin:scifact, unpacked on first use).
 Documents are indexed as title + "\\n" + text. The retriever options defined here
-(`add_retriever_arguments`, `build_retriever`) are shared with `eval-retrieval`.
+(`add_retriever_arguments`, `build_retriever`, `beir_folder`, `open_saved_index`) are shared
+with `eval-retrieval` and `search`.
 """
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ import argparse
 import json
 import time
 
+from deepretrieval.cli import device_or_exit
+
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--beir", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
+    parser.add_argument("--beir", required=True,
+                        help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/) or builtin:scifact")
     parser.add_argument("--retriever", choices=["bm25", "dense"], default="bm25")
     g = parser.add_argument_group("bm25")
     g.add_argument("--k1", type=float, default=0.9)
@@ -27,7 +32,7 @@ def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("dense")
     g.add_argument("--model", default="all-MiniLM-L6-v2",
                    help="all-MiniLM-L6-v2 (built in), or a local checkpoint folder (bge-base-en-v1.5, e5-*, contriever*)")
-    g.add_argument("--device", default="cpu", help="cpu or cuda")
+    g.add_argument("--device", default="cpu", help="auto, cpu (default), cuda or cuda:N")
     g.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="encoder and index dtype")
     g.add_argument("--batch-size", type=int, default=64)
 
@@ -46,10 +51,27 @@ def build_retriever(args: argparse.Namespace, doc_ids: list[str], texts: list[st
     import torch
     from deepretrieval.retrieval.bert_encoder import load_encoder
     from deepretrieval.retrieval.dense_index import DenseRetriever
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
-    encoder = load_encoder(args.model, device=args.device, dtype=getattr(torch, DTYPES[args.dtype]))
+    device = str(device_or_exit(args.device))
+    encoder = load_encoder(args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]))
     return DenseRetriever.build(encoder, doc_ids, texts, model=args.model, batch_size=args.batch_size)
+
+
+def beir_folder(spec: str) -> str:
+    """--beir as a folder: builtin:NAME is the built-in dataset, unpacked on first use."""
+    from deepretrieval.tasks.packaged_data import resolve_data_path
+    return resolve_data_path(spec)
+
+
+def open_saved_index(path: str, device_name: str, command: str):
+    """A saved index (retrieval.saved_index); the device is checked (and used) for a dense one only,
+    so a BM25 index never loads torch."""
+    from deepretrieval.retrieval.index_store import IndexFormatError, read_meta
+    from deepretrieval.retrieval.saved_index import open_index
+    try:
+        dense = read_meta(path)["kind"] == "dense"
+        return open_index(path, device=str(device_or_exit(device_name)) if dense else "cpu")
+    except (IndexFormatError, FileNotFoundError) as exc:
+        raise SystemExit(f"{command}: {exc}") from exc
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from deepretrieval.retrieval.beir import BeirFormatError, load_corpus
     t0 = time.perf_counter()
     try:
-        doc_ids, texts = load_corpus(Path(args.beir) / "corpus.jsonl")
+        doc_ids, texts = load_corpus(Path(beir_folder(args.beir)) / "corpus.jsonl")
     except (FileNotFoundError, BeirFormatError) as exc:
         raise SystemExit(str(exc)) from exc
     retriever = build_retriever(args, doc_ids, texts)

@@ -50,6 +50,8 @@ def cpu_seconds() -> float:
 
 def run(args: argparse.Namespace) -> int:
     from deepretrieval.report import describe_run, experiment_report, plot_curves, summary, training_progress
+    from deepretrieval.cli import device_or_exit
+    from deepretrieval.rl.checkpoint import CheckpointError
     from deepretrieval.rl.run_logging import METRICS, read_jsonl
     from deepretrieval.run_config import ConfigError, load_config
     from deepretrieval.training import train_run
@@ -64,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(demo_config_path(), list(args.overrides) + extra)
     except ConfigError as exc:
         raise SystemExit(f"config error: {exc}") from exc
-    result = train_run(cfg, args.out)
+    device_or_exit(cfg.model.device, "--device")
+    try:
+        result = train_run(cfg, args.out)
+    except CheckpointError as exc:              # e.g. --out holds an earlier run
+        raise SystemExit(str(exc)) from exc
     curves = plot_curves(args.out)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     metric = result.metric

@@ -7,13 +7,15 @@
 --checkpoint takes a run directory (its newest checkpoint), one checkpoint folder, a HF folder
 (e.g. runs/demo/export) or a built-in model name; without it the config's base model rewrites.
 Variants (deepretrieval/evaluation.py): raw, rewrite, rewrite_or_raw (labelled fallback).
-With --json: one JSON object per variant, one per line.
+With --json: one JSON object per variant, one per line. On CPU a note (stderr) first says how
+much the evaluation generates and how to make it smaller.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .train import add_config_arguments, load_run_config
+from .train import add_config_arguments, cpu_eval_notice, load_run_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     task = build_eval_task(cfg)
     model = tokenizer = None
     if not args.raw_only:
+        notice = cpu_eval_notice(cfg, len(task.prompts(cfg.run.eval_split)))
+        if notice:
+            print(notice, file=sys.stderr)
         model, tokenizer = load_policy(args.checkpoint or cfg.model.name,
                                        resolve_device(cfg.model.device), cfg.model.chat_template)
     rows = evaluate_variants(task, cfg.run.eval_split, model, tokenizer, rewrite_settings(cfg))

@@ -1,7 +1,7 @@
 """`deepretrieval eval-retrieval`: NDCG@10, Recall@100 (and more) of BM25 or a dense retriever on a
 BEIR folder.
 
-    deepretrieval eval-retrieval --beir ../shared/data/scifact --split test --retriever bm25
+    deepretrieval eval-retrieval --beir builtin:scifact --split test --retriever bm25
     deepretrieval eval-retrieval --beir DIR --retriever bm25 --k1 1.2 --b 0.75 --json
     deepretrieval eval-retrieval --beir DIR --retriever dense --model all-MiniLM-L6-v2 --device cuda
     deepretrieval eval-retrieval --beir DIR --index runs/scifact.bm25      # a saved index
@@ -15,7 +15,7 @@ import argparse
 import json
 import time
 
-from .build_index import add_retriever_arguments, build_retriever
+from .build_index import add_retriever_arguments, beir_folder, build_retriever, open_saved_index
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,17 +35,12 @@ def run(args: argparse.Namespace) -> int:
     metrics = list(dict.fromkeys(["ndcg@10", "recall@100", *metrics]))
     try:
         depth = max(parse_metric(m)[1] for m in metrics)
-        ds = load_beir(args.beir, args.split)
+        ds = load_beir(beir_folder(args.beir), args.split)
     except (ValueError, FileNotFoundError, BeirFormatError) as exc:
         raise SystemExit(f"eval-retrieval: {exc}") from exc
     t0 = time.perf_counter()
     if args.index:
-        from deepretrieval.retrieval.index_store import IndexFormatError
-        from deepretrieval.retrieval.saved_index import open_index
-        try:
-            retriever = open_index(args.index, device=args.device).engine
-        except IndexFormatError as exc:
-            raise SystemExit(f"eval-retrieval: {exc}") from exc
+        retriever = open_saved_index(args.index, args.device, "eval-retrieval").engine
     else:
         retriever = build_retriever(args, ds.doc_ids, ds.doc_texts)
     t1 = time.perf_counter()

@@ -1,6 +1,6 @@
 """`deepretrieval eval-sql`: execution accuracy of SQL predictions on Spider or BIRD.
 
-    deepretrieval eval-sql --data ../shared/data/spider --format spider --gold
+    deepretrieval eval-sql --data builtin:spider --format spider --gold
     deepretrieval eval-sql --data DIR --format bird --predictions preds.jsonl --timeout 30 --workers 8 --json
 
 Predictions, aligned with the split's examples in file order (one entry per example, skipped
@@ -36,12 +36,13 @@ from deepretrieval.sqlexec.datasets import FORMATS, SqlExample, load_examples
 from deepretrieval.sqlexec.outcome import STATUSES, Outcome
 from deepretrieval.sqlexec.pool import SqlItem, evaluate_batch
 from deepretrieval.sqlexec.sandbox import Limits
+from deepretrieval.tasks.packaged_data import resolve_data_path
 
 _SHOWN_PROBLEMS = 10
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="Spider or BIRD data folder")
+    parser.add_argument("--data", required=True, help="Spider or BIRD data folder (builtin:spider: the built-in dev set)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="folder layout and comparison rule")
     parser.add_argument("--split", default="dev", help="which split (default: dev)")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -96,7 +97,7 @@ def run(args) -> int:
     if args.workers < 0:
         raise SystemExit(f"eval-sql: --workers {args.workers}: give 0 (in this process) or more")
     try:
-        examples = load_examples(args.data, args.format, args.split)
+        examples = load_examples(resolve_data_path(args.data), args.format, args.split)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"eval-sql: {exc}") from exc
     preds = [e.gold_sql for e in examples] if args.gold else read_predictions(args.predictions, examples)

@@ -3,13 +3,17 @@
     deepretrieval rewrite --model smollm2-135m "vitamin D prevents fractures in the elderly"
     deepretrieval rewrite --checkpoint runs/demo --config configs/demo.toml "NEED" --top 5 --json
 
-The task (prompt template and engine) comes from --config (default: the demo's SciFact + BM25).
-Query tasks only (classic IR, evidence seeking, literature search): text-to-SQL needs a database.
+The task (prompt template and engine) and the generation settings (run.eval_max_new_tokens,
+run.eval_greedy) come from --config (default: the demo's, deepretrieval/demo.toml). Query tasks
+only (classic IR, evidence seeking, literature search): text-to-SQL needs a database. An empty
+need is refused before anything is loaded.
 """
 from __future__ import annotations
 
 import argparse
 import json
+
+from .train import load_run_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,25 +39,23 @@ def search(task, query: str, top: int) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from deepretrieval.commands.demo import demo_config_path
-    from deepretrieval.evaluation import RewriteSettings, rewrite
+    from deepretrieval.evaluation import rewrite
     from deepretrieval.policy import load_policy
-    from deepretrieval.run_config import ConfigError, load_config
-    from deepretrieval.training import build_eval_task
+    from deepretrieval.training import build_eval_task, rewrite_settings
     from deepretrieval.model.registry import resolve_device
     from deepretrieval.tasks.prompts import build_prompt
-    try:
-        cfg = load_config(args.config or demo_config_path(), args.overrides)
-    except ConfigError as exc:
-        raise SystemExit(f"config error: {exc}") from exc
+    if not args.need.strip():
+        raise SystemExit('rewrite: the information need is empty; give it as text, e.g. '
+                         'deepretrieval rewrite --model smollm2-135m "vitamin D prevents fractures"')
+    args.config = args.config or str(demo_config_path())
+    cfg = load_run_config(args)
     if cfg.task.family == "text_to_sql":
         raise SystemExit("rewrite works on query tasks; for text-to-SQL use `deepretrieval eval`")
     task = build_eval_task(cfg)
     model, tokenizer = load_policy(args.checkpoint or args.model, resolve_device(cfg.model.device),
                                    cfg.model.chat_template)
     prompt = build_prompt(task.template, args.need)
-    settings = RewriteSettings(max_new_tokens=cfg.run.eval_max_new_tokens, greedy=cfg.run.eval_greedy,
-                               max_prompt_tokens=cfg.model.max_prompt_tokens)
-    completion = rewrite(model, tokenizer, [prompt], settings)[0]
+    completion = rewrite(model, tokenizer, [prompt], rewrite_settings(cfg))[0]
     query = task.answers([prompt], [completion])[0]
     hits = search(task, query, args.top) if query else []
     out = {"need": args.need, "query": query, "completion": completion, "hits": hits}

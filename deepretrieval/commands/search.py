@@ -20,6 +20,8 @@ import os
 import time
 from pathlib import Path
 
+from .build_index import open_saved_index
+
 ENGINES = ("pubmed", "ctgov", "medline")
 
 
@@ -46,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="pubmed/ctgov: another server (e.g. a mirror or a test fake)")
     parser.add_argument("--cache", type=Path, default=None, help="cache file (default: under ~/.cache)")
     parser.add_argument("--no-cache", action="store_true", help="always ask the engine")
-    parser.add_argument("--device", default="cpu", help="--index: device of a dense index")
+    parser.add_argument("--device", default="cpu",
+                        help="--index: device of a dense index (auto, cpu, cuda or cuda:N)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -85,12 +88,7 @@ def _engine_search(engine: str, query: str, args, k: int) -> dict:
 
 
 def _index_search(path: str, query: str, args, k: int) -> dict:
-    from deepretrieval.retrieval.index_store import IndexFormatError
-    from deepretrieval.retrieval.saved_index import open_index
-    try:
-        index = open_index(path, device=args.device)
-    except (IndexFormatError, FileNotFoundError) as exc:
-        raise SystemExit(f"search: {exc}") from exc
+    index = open_saved_index(path, args.device, "search")
     hits = index.search(query, k)
     return {"kind": index.kind, "hits": [[d, round(s, 6)] for d, s in hits]}
 

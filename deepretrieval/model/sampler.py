@@ -196,12 +196,13 @@ class EagerDecoder:
 def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: SamplingParams,
              pad_token_id: int, seed: int | None = None, generator: torch.Generator | None = None,
              sample_fn: Callable = sample_next, fast: bool | None = None,
-             cuda_graphs: bool = True) -> GenerationOutput:
+             cuda_graphs: bool = True, on_step: Callable[[], None] | None = None) -> GenerationOutput:
     """Generate up to params.max_new_tokens for each prompt (lists of token ids).
 
     fast: None = the fast path on CUDA when the model and `sample_fn` allow it; True forces it
     (an error says why it cannot run); False forces the eager path. cuda_graphs: capture the fast
-    path's decode step in a CUDA graph (False: the same kernels, launched eagerly)."""
+    path's decode step in a CUDA graph (False: the same kernels, launched eagerly). on_step: called
+    on the host after each decode step is issued (e.g. a progress bar; it adds no sync)."""
     device = model.device
     if fast is None:
         fast = (device.type == "cuda" and sample_fn is sample_next
@@ -234,7 +235,10 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: Sampl
         logits = fast_decode.prefill_logits(model, ids, mask if ragged else None, cache)   # [B, V]
     decoder.start(logits, cache, generator)                                 # token 0
     steps = 1
+    on_step = on_step or (lambda: None)
+    on_step()
     while steps < N and not (steps % params.sync_every == 0 and bool(out.done.all())):
         decoder.step()
         steps += 1
+        on_step()
     return out.result(B, steps)

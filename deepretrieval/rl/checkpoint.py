@@ -70,6 +70,18 @@ def latest_checkpoint(root: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def check_run_dir(run_dir: Path, root: Path, resume: bool) -> None:
+    """--resume needs a checkpoint under `root`; a new run needs a folder without one (it would mix
+    its checkpoints and logs with the other run's). Checked before anything is loaded or written."""
+    found = latest_checkpoint(root)
+    if resume and found is None:
+        raise CheckpointError(f"--resume given but {root} holds no checkpoint; run without --resume "
+                              "to start a new run")
+    if not resume and found is not None:
+        raise CheckpointError(f"{run_dir} already holds checkpoints of a run (newest {found.name}): "
+                              "continue it with --resume, or choose a new run directory")
+
+
 def save_checkpoint(root: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

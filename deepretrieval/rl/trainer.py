@@ -405,12 +405,9 @@ class Trainer:
     def fit(self, resume: bool = False, on_step_end: StepCallback | None = None
             ) -> dict[str, float]:
         cfg = self.cfg
-        if resume and not self.load():
-            raise ckpt.CheckpointError(f"--resume given but {self.ckpt_dir} holds no checkpoint")
-        if not resume and ckpt.latest_checkpoint(self.ckpt_dir) is not None:
-            # a fresh run would mix its checkpoints and logs with the old run's
-            raise ckpt.CheckpointError(f"{self.run_dir} already holds checkpoints of a run: resume "
-                                       "it (--resume) or choose a new run directory")
+        ckpt.check_run_dir(self.run_dir, self.ckpt_dir, resume)
+        if resume:
+            self.load()
         log = RunLogger(self.run_dir, enabled=self.dist.is_main, total_steps=cfg.total_steps,
                         start_step=self.step)
         run_info = {"rl": cfg.to_dict(), "world_size": self.dist.world_size,
