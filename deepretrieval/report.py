@@ -99,9 +99,8 @@ def training_progress(rows: list[dict]) -> tuple[list[str], str]:
     first, middle and last third of the steps, and one sentence saying whether they rose."""
     if not rows:
         return [], "No RL step ran, so nothing was learned."
-    n = len(rows)
-    parts = [("first", rows[:max(1, n // 3)]), ("middle", rows[n // 3:max(n // 3 + 1, 2 * n // 3)]),
-             ("last", rows[-max(1, n // 3):])]
+    n, third = len(rows), max(1, len(rows) // 3)
+    parts = [("first", rows[:third]), ("middle", rows[third:n - third] or rows[:1]), ("last", rows[n - third:])]
     table = ["| steps | " + " | ".join(PROGRESS.values()) + " |", "|---|" + "---:|" * len(PROGRESS)]
     for name, part in parts:
         cells = [fmt(_progress_value(part, key)) for key in PROGRESS]
