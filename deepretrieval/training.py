@@ -1,5 +1,5 @@
 """One training run from a RunConfig: evaluate, train with rl/, evaluate again. Shared by
-`deepretrieval train`, `deepretrieval demo` and bench/scifact_rl.py.
+`deepretrieval train`, `deepretrieval demo` and bench/rl_gain.py.
 
     from deepretrieval.training import train_run
     result = train_run(cfg, "runs/scifact")          # also under torchrun: every rank calls it
