@@ -1,6 +1,6 @@
 """BM25 benchmark: index build time and queries/s (1 thread) on SciFact, ours vs bm25s.
 
-    python -m bench.bm25                       # SciFact from ../shared/data, best of 5 rounds
+    python -m bench.bm25                       # the built-in SciFact, best of 5 rounds
     python -m bench.bm25 --beir DIR --repeats 5
 
 Both engines get the same analysis (lowercase, Lucene's stop words, Snowball English stemming) and

@@ -6,7 +6,7 @@ MEDLINE backend (Boolean + BM25 ranking) on the built-in corpus, each with its r
 
 1. Cached lookups: a PubMedClient with an on-disk cache, pointed at the loopback fake engine that
    the tests use (tests/fake_engines.py, serving the real recorded esearch answer of
-   ../shared/data/api_fixtures). N distinct queries are first fetched over HTTP (the reference:
+   tests/data/api_fixtures). N distinct queries are first fetched over HTTP (the reference:
    uncached requests, rate limiter off, so it measures the plumbing and not NCBI's 3/s), then
    fetched again, all from the cache. Ratio = cached lookups/s / uncached requests/s.
 2. Offline backend: PubMed-style queries built from the corpus itself (MeSH headings, title words,

@@ -1,6 +1,6 @@
 """Throughput of SQL evaluation on all Spider dev gold SQL: serial vs parallel worker processes.
 
-    python -m bench.sql_exec [--data ../shared/data/spider] [--workers N] [--repeats 5]
+    python -m bench.sql_exec [--data builtin:spider] [--workers N] [--repeats 5]
 
 Each of the 972 runnable dev examples is evaluated gold-vs-gold (the reward's work: run the
 gold query, run the "prediction", compare; two executions each), and we report executed

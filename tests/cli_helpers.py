@@ -1,5 +1,5 @@
 """Fixtures for the CLI tests: a tiny random Llama with SmolLM2's real tokenizer saved as a HF
-folder, and tiny data folders for each task family built from ../shared/data."""
+folder, and tiny data folders for each task family built from the built-in datasets."""
 from __future__ import annotations
 
 import csv

@@ -5,7 +5,7 @@
         server.faults.extend(["429:1", "500"])           # the next requests fail so, in order
         server.requests                                  # [Request(t, path, params)], arrival order
 
-Responses are the real recorded ones in ../shared/data/api_fixtures:
+Responses are the real recorded ones in tests/data/api_fixtures:
 - esearch: a request for a recorded term at retstart=0 and the recorded retmax gets the recorded
   file byte for byte. Other pages of a recorded term are built from that file (same count and
   fields) over an id list that starts with the recorded ids and continues below the last one, so

@@ -1,7 +1,7 @@
 """Load a BEIR dataset folder: corpus.jsonl, queries.jsonl, qrels/{split}.tsv.
 
     from deepretrieval.retrieval.beir import load_beir
-    ds = load_beir("../shared/data/scifact", split="test")
+    ds = load_beir("path/to/scifact", split="test")       # a BEIR folder, e.g. packaged_dataset("scifact")
     ds.doc_ids, ds.doc_texts            # corpus order; text = title + "\\n" + text
     doc_ids, texts = load_corpus(folder / "corpus.jsonl")   # the corpus alone
     ds.queries                          # {query_id: text} for the queries judged in this split

@@ -1,7 +1,7 @@
 """Load text-to-SQL examples from the Spider and BIRD folder layouts.
 
     from deepretrieval.sqlexec.datasets import load_examples
-    examples = load_examples("../shared/data/spider", "spider")     # list[SqlExample]
+    examples = load_examples("path/to/spider", "spider")     # list[SqlExample]; e.g. packaged_dataset("spider")
     [e for e in examples if e.missing_reason]                      # databases not on disk
 
 Spider:  DIR/dev.json (db_id, question, query), DIR/tables.json, DIR/database/<db_id>/<db_id>.sqlite

@@ -1,6 +1,6 @@
 """Classic IR on BEIR-style data (MS MARCO subsets, FEVER, HotpotQA, SciFact, NFCorpus), BM25 or dense.
 
-    task = ClassicIRTask.from_beir("../shared/data/scifact", retriever, template="scifact")
+    task = ClassicIRTask.from_beir(packaged_dataset("scifact"), retriever, template="scifact")
     rewards, details = task.reward(prompts, completions)
     task.evaluate(task.raw_queries("test"), "test")      # {"ndcg@10": 0.67..., "recall@100": ...}
 

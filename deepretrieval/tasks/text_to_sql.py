@@ -1,6 +1,6 @@
 """Text-to-SQL (Spider, BIRD): question + schema -> SQL, rewarded by executing it read-only.
 
-    task = TextToSQLTask.from_dataset("../shared/data/spider", "spider")
+    task = TextToSQLTask.from_dataset(packaged_dataset("spider"), "spider")
     rewards, details = task.reward(prompts, completions)      # completions answer {"sql": "..."}
     task.evaluate(sqls, "test")                               # {"exec_acc": ..., "gold_problems": ...}
 
