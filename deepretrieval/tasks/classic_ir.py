@@ -73,6 +73,28 @@ def to_pairs(examples: list[dict]) -> list[dict]:
             for ex in examples for doc, grade in ex["qrels"].items() if grade > 0]
 
 
+def beir_examples(folder: str | Path, doc_ids: Sequence[str] | None = None
+                  ) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """({split: [{"id", "input", "qrels"}]}, {split: why it is missing}) of a BEIR folder, for each
+    split that has a qrels file; `doc_ids` (the corpus's, when known) lets
+    retrieval.beir.check_qrels warn about judgments of unknown documents, and refuse qrels that
+    judge none of the corpus."""
+    folder = Path(folder)
+    texts = load_queries(folder / "queries.jsonl")
+    known_docs = set(doc_ids) if doc_ids is not None else None
+    examples, missing = {}, {}
+    for split, beir_split in BEIR_SPLITS.items():
+        qrels_file = folder / "qrels" / f"{beir_split}.tsv"
+        if not qrels_file.is_file():
+            examples[split], missing[split] = [], f"{qrels_file} does not exist"
+            continue
+        qrels = load_qrels(qrels_file)
+        check_qrels(qrels, texts, known_docs, str(qrels_file))
+        examples[split] = [{"id": qid, "input": texts[qid], "qrels": judged}
+                           for qid, judged in qrels.items() if qid in texts]
+    return examples, missing
+
+
 class ClassicIRTask(Task):
     name = "classic_ir"
     headline = EVAL_METRICS[0]
@@ -96,22 +118,8 @@ class ClassicIRTask(Task):
     @classmethod
     def from_beir(cls, folder: str | Path, retriever, doc_ids: Sequence[str] | None = None,
                   **kwargs) -> "ClassicIRTask":
-        """Examples of each split that has a qrels file; `doc_ids` (the corpus's, when known) lets
-        retrieval.beir.check_qrels warn about judgments of unknown documents, and refuse qrels
-        that judge none of the corpus."""
-        folder = Path(folder)
-        texts = load_queries(folder / "queries.jsonl")
-        known_docs = set(doc_ids) if doc_ids is not None else None
-        examples, missing = {}, {}
-        for split, beir_split in BEIR_SPLITS.items():
-            qrels_file = folder / "qrels" / f"{beir_split}.tsv"
-            if not qrels_file.is_file():
-                examples[split], missing[split] = [], f"{qrels_file} does not exist"
-                continue
-            qrels = load_qrels(qrels_file)
-            check_qrels(qrels, texts, known_docs, str(qrels_file))
-            examples[split] = [{"id": qid, "input": texts[qid], "qrels": judged}
-                               for qid, judged in qrels.items() if qid in texts]
+        """Examples of each split that has a qrels file (see `beir_examples`)."""
+        examples, missing = beir_examples(folder, doc_ids)
         task = cls(examples, retriever, **kwargs)
         task.missing_splits = missing
         return task

@@ -33,10 +33,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from deepretrieval.retrieval.beir import load_qrels, load_queries
-
 from .answer_parsing import ParsedAnswer
-from .classic_ir import BEIR_SPLITS
+from .classic_ir import beir_examples
 from .data_files import DataFormatError, first_field, read_records, split_file
 from .prompts import pico_text
 from .scoring import CachedScorer, threaded
@@ -99,19 +97,16 @@ class LiteratureSearchTask(Task):
 
     @classmethod
     def from_beir(cls, folder: str | Path, backend, **kwargs) -> "LiteratureSearchTask":
-        """Each judged query of a BEIR folder's qrels/{train,dev,test}.tsv, its relevant documents
-        (grade > 0) as the target ids, no date."""
-        folder = Path(folder)
-        texts = load_queries(folder / "queries.jsonl")
-        examples = {}
-        for split, beir_split in BEIR_SPLITS.items():
-            qrels_file = folder / "qrels" / f"{beir_split}.tsv"
-            qrels = load_qrels(qrels_file) if qrels_file.is_file() else {}
-            examples[split] = [{"id": qid, "input": texts[qid], "pub_date": None,
-                                "gold": [d for d, grade in judged.items() if grade > 0]}
-                               for qid, judged in qrels.items()
-                               if qid in texts and any(g > 0 for g in judged.values())]
-        return cls(examples, backend, **kwargs)
+        """Each judged query of a BEIR folder's qrels/{train,dev,test}.tsv with a relevant document,
+        its relevant documents (grade > 0) as the target ids, no date."""
+        judged, missing = beir_examples(folder)
+        examples = {split: [{"id": ex["id"], "input": ex["input"], "pub_date": None,
+                             "gold": [d for d, grade in ex["qrels"].items() if grade > 0]}
+                            for ex in exs if any(g > 0 for g in ex["qrels"].values())]
+                    for split, exs in judged.items()}
+        task = cls(examples, backend, **kwargs)
+        task.missing_splits = missing
+        return task
 
     def _search_one(self, key: tuple) -> dict:
         query, split, ex_id = key
