@@ -15,7 +15,11 @@ Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sid
            run in child processes under a time budget and are reported as "n/a" with the reason
            when they fail or run out. Ours as a fraction of the HBM roofline: bandwidth (measured
            here with a large device copy) / weight bytes read per token.
-  rollout  batch 64, prompt 256, 512 new tokens, temperature 1 (the RL case): total tok/s.
+  rollout  batch 64, prompt 256, 512 new tokens, temperature 1 (the RL case): total tok/s, as a
+           fraction of the rollout's roofline (`rollout_roofline`: each decode step reads the
+           weights once, every row's KV cache so far and writes and reads its logits over the
+           vocabulary, or is bound by its matmul FLOPs where those take longer; the prefill by its
+           FLOPs). `--cases rollout256` is the same at batch 256 (what GRPO generates per step).
 tok/s = new tokens of the batch / wall time of one call (prefill included), the median of
 --repeats (ours) / --hf-repeats (every reference; default 3) timed calls, each side warmed up
 first by an untimed call of the same shape and length, so no number is a cold first call.
@@ -45,7 +49,10 @@ from deepretrieval.model import fast_decode
 
 GiB = 2 ** 30
 CASES = {"latency": dict(batch=1, prompt_len=128, new_tokens=256, temperature=0.0),
-         "rollout": dict(batch=64, prompt_len=256, new_tokens=512, temperature=1.0)}
+         "rollout": dict(batch=64, prompt_len=256, new_tokens=512, temperature=1.0),
+         "rollout256": dict(batch=256, prompt_len=256, new_tokens=512, temperature=1.0)}
+DEFAULT_CASES = ("latency", "rollout")
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}     # dense bf16 tensor-core peak (SXM)
 
 
 def hbm_bandwidth(nbytes: int = 2 * GiB, iters: int = 10) -> float:
@@ -60,6 +67,37 @@ def hbm_bandwidth(nbytes: int = 2 * GiB, iters: int = 10) -> float:
     end.record()
     torch.cuda.synchronize()
     return 2 * nbytes * iters / (begin.elapsed_time(end) / 1e3)
+
+
+def rollout_roofline(cfg, weight_bytes: int, batch: int, prompt_len: int, new_tokens: int,
+                     bandwidth: float, peak_flops: float, kv_bytes: int = 2, logit_bytes: int = 4) -> dict:
+    """The fastest a batched generation can run on this memory and these tensor cores.
+    Prefill: 2 * params FLOPs per prompt token. Decode step t (context prompt_len + t) is bound
+    by the larger of its bytes / bandwidth, bytes = the weights once + every row's K and V of all
+    layers so far + every row's logits written and read once, and its FLOPs / peak, FLOPs =
+    2 * params per row + attention's 4 * layers * heads * head_dim * context per row.
+    Returns tok/s (new tokens of the batch / the bound's seconds) and the share of that time
+    the weights, the KV cache and the logits take in the memory bound."""
+    params = weight_bytes / 2                                           # bf16 weights
+    kv_per_token = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * kv_bytes
+    seconds = 2 * params * batch * prompt_len / peak_flops              # prefill
+    parts = {"weights": 0.0, "kv": 0.0, "logits": 0.0}
+    for t in range(new_tokens):
+        context = prompt_len + t
+        step = {"weights": weight_bytes, "kv": batch * context * kv_per_token,
+                "logits": batch * cfg.vocab_size * logit_bytes * 2}
+        flops = batch * (2 * params + 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim * context)
+        seconds += max(sum(step.values()) / bandwidth, flops / peak_flops)
+        for k, v in step.items():
+            parts[k] += v
+    total = sum(parts.values())
+    return {"tok_s": batch * new_tokens / seconds,
+            **{f"{k}_share": round(v / total, 3) for k, v in parts.items()}}
+
+
+def peak_flops() -> float:
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), PEAK_BF16_FLOPS["H100"])
 
 
 def fixed_prompts(batch: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
@@ -196,6 +234,12 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
             roofline = bandwidth / weight_bytes
             rec.update(hbm_tb_s=round(bandwidth / 1e12, 3), roofline_tok_s=round(roofline, 1),
                        roofline_fraction=round(o["tok_s"] / roofline, 3))
+        else:
+            roof = rollout_roofline(ours.cfg, weight_bytes, case["batch"], case["prompt_len"],
+                                    case["new_tokens"], bandwidth, peak_flops())
+            rec.update(hbm_tb_s=round(bandwidth / 1e12, 3), roofline_tok_s=round(roof["tok_s"], 1),
+                       roofline_fraction=round(o["tok_s"] / roof["tok_s"], 3),
+                       **{k: v for k, v in roof.items() if k.endswith("_share")})
         rows.append(rec)
     del hf, ours
     torch.cuda.empty_cache()
@@ -235,7 +279,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="*", default=list(QWEN25_SHAPES), choices=list(QWEN25_SHAPES))
-    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="*", default=list(DEFAULT_CASES), choices=list(CASES))
     parser.add_argument("--repeats", type=int, default=3, help="timed calls of ours (median kept)")
     parser.add_argument("--hf-repeats", type=int, default=3, help="timed calls of each reference (median kept)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="our kernels without graph capture")

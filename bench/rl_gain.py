@@ -5,6 +5,7 @@ paired bootstrap intervals of the differences.
     python -m bench.rl_gain --config configs/scifact_smollm2_gpu.toml --name scifact_rl
     python -m bench.rl_gain --config configs/literature_scifact_smollm2.toml --name literature_rl --minutes 12
     python -m bench.rl_gain --config configs/spider_crossdb_smollm2.toml --name sql_rl
+    python -m bench.rl_gain --config configs/spider_crossdb_smollm2.toml --name sql_rl --cold-start gold
     python -m bench.rl_gain --config configs/scifact_smollm2_gpu.toml task.data=/my/beir/folder --name my_rl
     python -m bench.rl_gain --config FILE --no-record --device cpu --out /tmp/x rl.total_steps=1 ...  # smoke
 
@@ -16,6 +17,12 @@ per example, and `rl_minus_raw_ci95` / `rl_minus_zero_shot_ci95` are 95 % paired
 intervals of the mean difference (retrieval/metrics.py). For literature search the OR-of-words
 rule (every word of the input joined by OR) is scored beside them: the baseline a rule reaches.
 For text-to-SQL there is no raw variant (a question is not SQL).
+
+--cold-start first fine-tunes the model on answers to its train split (deepretrieval/cold_start.py,
+the `[sft]` settings: the gold SQL for text-to-SQL, as in the paper's SQL recipe; `--cold-start
+best_edit` for query tasks: the best single-word edit of each training query by the reward), then
+trains RL from that. Zero-shot stays the base model; the fine-tuned model before RL is scored as `sft`, so
+what RL adds on top of the cold start is shown apart.
 
 Writes the run to --out (report.md with the tables, curves, eval.jsonl, metrics.jsonl, rollouts,
 checkpoints, export), copies report, curves and metrics.jsonl to bench/results/rl_gain/<run folder name>/, and
@@ -40,10 +47,11 @@ from deepretrieval.rl.run_logging import METRICS
 from deepretrieval.retrieval.metrics import paired_bootstrap_ci
 from deepretrieval.run_config import load_config
 from deepretrieval.tasks.literature_search import or_of_words
+from deepretrieval.cold_start import KINDS, cold_start
 from deepretrieval.training import build_eval_task, local_device, rewrite_settings, train_run
 
-VARIANTS = (("raw", "raw input"), ("zero_shot", "zero-shot model"), ("rl", "RL model"),
-            ("or_rule", "OR-of-words rule"))
+VARIANTS = (("raw", "raw input"), ("zero_shot", "zero-shot model"), ("sft", "cold start (SFT), before RL"),
+            ("rl", "RL model"), ("or_rule", "OR-of-words rule"))
 
 
 def scores(row: dict | None, metric: str) -> dict | None:
@@ -53,14 +61,13 @@ def scores(row: dict | None, metric: str) -> dict | None:
             "mean_reward": row.get("mean_reward"), "n": row.get("n")}
 
 
-def compare(before: list[dict], after: list[dict], metric: str) -> dict:
-    """Scores of raw / zero-shot / RL (/ the OR rule) on one split and the intervals of the gains."""
-    b, a = by_variant(before), by_variant(after)
-    rows = {"raw": b.get("raw"), "zero_shot": b.get("rewrite"), "rl": a.get("rewrite"), "or_rule": b.get("or_rule")}
+def compare(rows: dict[str, dict], metric: str) -> dict:
+    """Scores of raw / zero-shot / SFT / RL / the OR rule (those in `rows`, evaluation rows by
+    variant) on one split, and the intervals of RL's gain over each."""
     out = {name: scores(row, metric) for name, row in rows.items() if row is not None}
     rl = rows["rl"]["per_example"]
-    for name in ("raw", "zero_shot", "or_rule"):
-        if rows[name] is not None:
+    for name in ("raw", "zero_shot", "sft", "or_rule"):
+        if rows.get(name) is not None:
             low, high = paired_bootstrap_ci(rows[name]["per_example"], rl)
             out[f"rl_minus_{name}_ci95"] = [round(low, 4), round(high, 4)]
     return out
@@ -93,6 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cuda or cpu")
     parser.add_argument("--out", help="run folder (default: the config's run.out_dir)")
     parser.add_argument("--no-record", action="store_true", help="do not write to bench/results/")
+    parser.add_argument("--cold-start", choices=KINDS, metavar="KIND",
+                        help="SFT on the train split's answers ([sft] settings) before RL: gold "
+                             "(gold SQL / the user's text) or best_edit (the best "
+                             "single-word edit of the user's text by the reward)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     args = parser.parse_args(argv)
     extra = ["run.eval_split=val", f"model.device={args.device}"]
@@ -100,7 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     extra += [f"rl.max_minutes={args.minutes}"] if args.minutes is not None else []
     cfg = load_config(args.config, list(args.overrides) + extra)
     out = Path(cfg.run.out_dir)
+    base_model = cfg.model.name
     t0 = time.perf_counter()
+    sft_export = cold_start(cfg, out / "sft", args.cold_start) if args.cold_start else None
+    if sft_export is not None:
+        cfg = load_config(args.config, list(args.overrides) + extra + [f"model.name={json.dumps(str(sft_export))}"])
     result = train_run(cfg, out)
     train_s = time.perf_counter() - t0
 
@@ -108,15 +123,25 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.run.eval_limit:
         task.limit(cfg.run.eval_limit, splits=["val", "test"])
     device, settings = local_device(cfg), rewrite_settings(cfg)
-    literature = task.name == "literature_search"
-    base, tok = load_policy(cfg.model.name, device, cfg.model.chat_template)
-    test_before = evaluate_variants(task, "test", base, tok, settings, desc="test zero-shot")
-    trained, trained_tok = load_policy(out / EXPORT, device)
-    test_after = evaluate_variants(task, "test", trained, trained_tok, settings, desc="test RL")
-    val_before = result.before + ([or_rule_row(task, "val")] if literature else [])
-    test_before += [or_rule_row(task, "test")] if literature else []
+
+    def rewrite_row(model_name: str, split: str, desc: str) -> dict:
+        model, tok = load_policy(model_name, device, cfg.model.chat_template)
+        return by_variant(evaluate_variants(task, split, model, tok, settings, desc=desc))["rewrite"]
+
+    before, after = by_variant(result.before), by_variant(result.after)
+    rows = {"val": {"raw": before.get("raw"), "zero_shot": before["rewrite"], "rl": after["rewrite"]},
+            "test": {"raw": by_variant(evaluate_variants(task, "test")).get("raw"),
+                     "zero_shot": rewrite_row(base_model, "test", "test zero-shot"),
+                     "rl": rewrite_row(str(out / EXPORT), "test", "test RL")}}
+    if sft_export is not None:          # training's step-0 evaluation was of the SFT model
+        rows["val"]["sft"] = rows["val"]["zero_shot"]
+        rows["val"]["zero_shot"] = rewrite_row(base_model, "val", "val zero-shot")
+        rows["test"]["sft"] = rewrite_row(str(sft_export), "test", "test SFT")
+    if task.name == "literature_search":
+        for split in rows:
+            rows[split]["or_rule"] = or_rule_row(task, split)
     metric = task.headline
-    numbers = {"val": compare(val_before, result.after, metric), "test": compare(test_before, test_after, metric)}
+    numbers = {split: compare(found, metric) for split, found in rows.items()}
     wall = time.perf_counter() - t0
     close = getattr(task, "close", None)
     if close is not None:
@@ -124,10 +149,12 @@ def main(argv: list[str] | None = None) -> None:
 
     command = "python -m bench.rl_gain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     curves = plot_curves(out)
-    examples = by_variant(test_after)["rewrite"].get("examples", [])
-    report = [f"# {args.name}: {cfg.model.name} trained with {cfg.rl.algorithm.upper()} on {cfg.task.family} "
+    examples = rows["test"]["rl"].get("examples", [])
+    report = [f"# {args.name}: {base_model} trained with {'SFT, then ' if sft_export else ''}"
+              f"{cfg.rl.algorithm.upper()} on {cfg.task.family} "
               f"({cfg.task.data})", "", "```", command, "```", "",
-              f"- {result.steps} RL steps in {train_s / 60:.1f} min (training and val evaluations), "
+              f"- {result.steps} RL steps in {train_s / 60:.1f} min (training{', the cold start' if sft_export else ''}"
+              f" and val evaluations), "
               f"{wall / 60:.1f} min in all on {device_name()}; {result.train_prompts} training examples",
               f"- metric: {metric} on every example of each split; greedy decoding, at most "
               f"{cfg.run.eval_max_new_tokens} new tokens", "", *markdown(numbers, metric), "",
@@ -146,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in [*curves, out / METRICS]:
         shutil.copy(path, folder / path.name)
     append_result(args.name, {"metric": metric, **numbers["test"], "val": numbers["val"],
+                              "base_model": base_model, "cold_start": args.cold_start,
                               "steps": result.steps, "train_minutes": round(train_s / 60, 2),
                               "minutes": round(wall / 60, 2), "command": command, "config": cfg.to_dict()})
 

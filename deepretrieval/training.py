@@ -1,9 +1,11 @@
 """One training run from a RunConfig: evaluate, train with rl/, evaluate again. Shared by
-`deepretrieval train`, `deepretrieval demo` and bench/rl_gain.py.
+`deepretrieval train`, `deepretrieval demo` and bench/rl_gain.py; and `sft_run`, one supervised
+run (`deepretrieval sft`, the cold start of deepretrieval/cold_start.py).
 
-    from deepretrieval.training import train_run
+    from deepretrieval.training import sft_run, train_run
     result = train_run(cfg, "runs/scifact")          # also under torchrun: every rank calls it
     result.before, result.after                     # evaluation rows (deepretrieval.evaluation)
+    sft_run(cfg, "traces.jsonl", "runs/sft")        # {"export": "runs/sft/export", "loss_first": ...}
 
 The run directory receives run_config.json (the resolved config), eval.jsonl (one row per variant
 and evaluation, with its step), and what rl/ writes: config.json (the trainer's view), metrics.jsonl,
@@ -156,3 +158,37 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
         close()
     return result
 
+
+
+def sft_run(cfg: RunConfig, traces_file: str | Path, run_dir: str | Path | None = None,
+            resume: bool = False) -> dict:
+    """Supervised fine-tuning of cfg.model on a JSONL file of chat traces with cfg.sft (rl/sft.py),
+    into run_dir (default run.out_dir): run_config.json, metrics.jsonl, checkpoints/, export/.
+    Returns a summary: run_dir, export, traces, steps, loss_first, loss_last (rank 0)."""
+    from deepretrieval.rl.checkpoint import CheckpointError
+    from deepretrieval.rl.sft import load_traces, sft
+    run_dir = Path(run_dir or cfg.run.out_dir)
+    try:
+        check_available(cfg.sft.tensorboard, cfg.sft.wandb_project)
+    except ImportError as exc:
+        raise SystemExit(f"sft.{exc}") from exc
+    device = local_device(cfg)
+    model, tokenizer = load_policy(cfg.model.name, device, cfg.model.chat_template)
+    try:
+        traces = load_traces(traces_file, tokenizer, cfg.sft.max_tokens)
+    except ValueError as exc:
+        raise SystemExit(f"cannot read the traces: {exc}") from exc
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        write_resolved(cfg, run_dir, RUN_CONFIG)
+    model.requires_grad_(True)          # load_model hands out frozen models; this one is trained
+    try:
+        sft(cfg.sft, model, tokenizer, traces, run_dir, resume=resume, device=device.type)
+    except CheckpointError as exc:
+        raise SystemExit(str(exc)) from exc
+    summary = {"run_dir": str(run_dir), "export": str(run_dir / EXPORT), "traces": len(traces)}
+    if main:
+        save_tokenizer(tokenizer, run_dir / EXPORT)
+        rows = read_jsonl(run_dir / METRICS)
+        summary.update(steps=rows[-1]["step"], loss_first=rows[0]["loss"], loss_last=rows[-1]["loss"])
+    return summary

@@ -1,42 +1,59 @@
 #!/usr/bin/env bash
 # The project's RL experiments on one GPU, run side by side (a 135M model leaves an H100 mostly
-# idle, so six runs share it): each trains its recipe for MINUTES, then bench.rl_gain scores raw /
-# zero-shot / RL on val and test and appends one JSON line to bench/results/<name>.jsonl.
-#   bash scripts/rl_gain_gpu.sh [MINUTES]          # default 12; logs in runs/rl_gain/<run>.log
-# Two recipes per task; the one to report is chosen by its val score (bench/results/*.jsonl hold
-# both), never by test:
-#   scifact_rl     the paper's SciFact prompt and reward (think, then query)  | the query alone,
-#                  sent to BM25 after the claim (query expansion)
-#   literature_rl  the Boolean query alone                                     | think, then query
-#   sql_rl         the SQL alone, the paper's Spider reward                   | with bird.py's 0.3
-#                                                                               for SQL that runs
-# and two SciFact variants of the training features: LoRA (rank 16) and a supervised cold start
-# (one epoch on the training claims answered in the format, scripts/format_traces.py) before GRPO.
+# idle; four runs share an 80 GB card, eight exhaust it): each trains its recipe for MINUTES, then
+# bench.rl_gain scores raw / zero-shot / RL on val and test and appends one JSON line to
+# bench/results/<name>.jsonl.
+#   bash scripts/rl_gain_gpu.sh [MINUTES [RUN ...]]   # default 12, every run; logs in runs/rl_gain/<run>.log
+# Recipes per task; the one to report is chosen by its val score (bench/results/*.jsonl hold
+# them all), never by test:
+#   scifact_rl     scifact_think: the paper's SciFact prompt and reward (think, then query);
+#                  scifact_expand: the query alone, sent to BM25 after the claim (query expansion);
+#                  scifact_lora: LoRA rank 16; scifact_sft: a cold start (the claims answered in
+#                  the format, one epoch) before GRPO; scifact_edit / scifact_edit_expand: the
+#                  query alone, a cold start on the best single-word edit of each training claim
+#                  by the reward (3 epochs at 5e-5), then GRPO, as rewrite / as expansion
+#   literature_rl  literature_answer: the Boolean query alone; literature_think: think, then query
+#   sql_rl         sql_reference: the SQL alone, the paper's Spider reward; sql_partial: with
+#                  bird.py's 0.3 for SQL that runs; sql_sft / sql_sft_long: a cold start on the
+#                  training databases' gold SQL (3 epochs at 5e-5 / 6 at 1e-4), then GRPO
 set -uo pipefail
 py="${PYTHON:-python}"                       # PYTHON=python3 where `python` is another interpreter
 cd "$(dirname "$0")/.."
 minutes="${1:-12}"
+shift $(( $# > 0 ? 1 : 0 ))
+runs=("$@")
+[ ${#runs[@]} -gt 0 ] || runs=(scifact_think scifact_expand scifact_lora scifact_sft scifact_edit scifact_edit_expand literature_answer
+                               literature_think sql_reference sql_partial sql_sft sql_sft_long)
 mkdir -p runs/rl_gain
-export OMP_NUM_THREADS=2                     # six processes share the machine's cores
-run() {   # run NAME CONFIG OUT [KEY=VALUE ...]
-  local name="$1" config="$2" out="$3"; shift 3
+export OMP_NUM_THREADS=2                     # the runs share the machine's cores
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+scifact=configs/scifact_smollm2_gpu.toml literature=configs/literature_scifact_smollm2.toml
+sql=configs/spider_crossdb_smollm2.toml
+for out in "${runs[@]}"; do
+  case "$out" in
+    scifact_think)     set -- scifact_rl "$scifact" ;;
+    scifact_expand)    set -- scifact_rl "$scifact" task.reasoning=false task.query_mode=expand \
+                              rl.sampling.max_new_tokens=64 run.eval_max_new_tokens=64 ;;
+    scifact_lora)      set -- scifact_rl "$scifact" rl.lora.rank=16 rl.lora.alpha=32 rl.actor_optim.lr=1e-4 ;;
+    scifact_sft)       set -- scifact_rl "$scifact" --cold-start gold sft.micro_batch_size=16 ;;
+    scifact_edit)      set -- scifact_rl "$scifact" --cold-start best_edit task.reasoning=false \
+                              rl.sampling.max_new_tokens=64 run.eval_max_new_tokens=64 \
+                              sft.epochs=3 sft.optim.lr=5e-5 sft.micro_batch_size=16 ;;
+    scifact_edit_expand) set -- scifact_rl "$scifact" --cold-start best_edit task.reasoning=false \
+                              task.query_mode=expand rl.sampling.max_new_tokens=64 run.eval_max_new_tokens=64 \
+                              sft.epochs=3 sft.optim.lr=5e-5 sft.micro_batch_size=16 ;;
+    literature_answer) set -- literature_rl "$literature" ;;
+    literature_think)  set -- literature_rl "$literature" task.reasoning=true \
+                              rl.sampling.max_new_tokens=256 run.eval_max_new_tokens=256 ;;
+    sql_reference)     set -- sql_rl "$sql" ;;
+    sql_partial)       set -- sql_rl "$sql" task.sql_reward=partial ;;
+    sql_sft)           set -- sql_rl "$sql" --cold-start gold sft.epochs=3 sft.optim.lr=5e-5 sft.micro_batch_size=16 ;;
+    sql_sft_long)      set -- sql_rl "$sql" --cold-start gold sft.epochs=6 sft.optim.lr=1e-4 sft.micro_batch_size=16 ;;
+    *) echo "unknown run $out" >&2; exit 2 ;;
+  esac
+  name="$1" config="$2"; shift 2
   "$py" -m bench.rl_gain --config "$config" --name "$name" --minutes "$minutes" --out "runs/rl_gain/$out" "$@" \
     > "runs/rl_gain/$out.log" 2>&1 &
-}
-run scifact_rl configs/scifact_smollm2_gpu.toml scifact_think
-run scifact_rl configs/scifact_smollm2_gpu.toml scifact_expand task.reasoning=false task.query_mode=expand \
-  rl.sampling.max_new_tokens=64 run.eval_max_new_tokens=64
-run literature_rl configs/literature_scifact_smollm2.toml literature_answer
-run literature_rl configs/literature_scifact_smollm2.toml literature_think task.reasoning=true \
-  rl.sampling.max_new_tokens=256 run.eval_max_new_tokens=256
-run sql_rl configs/spider_crossdb_smollm2.toml sql_reference
-run sql_rl configs/spider_crossdb_smollm2.toml sql_partial task.sql_reward=partial
-run scifact_rl configs/scifact_smollm2_gpu.toml scifact_lora rl.lora.rank=16 rl.lora.alpha=32 \
-  rl.actor_optim.lr=1e-4
-( "$py" scripts/format_traces.py --config configs/scifact_smollm2_gpu.toml --out runs/rl_gain/scifact_traces.jsonl \
-  && "$py" -m deepretrieval sft --config configs/scifact_smollm2_gpu.toml --data runs/rl_gain/scifact_traces.jsonl \
-       --run-dir runs/rl_gain/scifact_sft_cold sft.micro_batch_size=16 \
-  && run scifact_rl configs/scifact_smollm2_gpu.toml scifact_sft_grpo model.name=runs/rl_gain/scifact_sft_cold/export \
-  && wait ) > runs/rl_gain/scifact_sft_cold.log 2>&1 &
+done
 wait
 grep -h "^| " runs/rl_gain/*/report.md

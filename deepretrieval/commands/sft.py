@@ -30,44 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
-    from deepretrieval.policy import EXPORT, RUN_CONFIG, load_policy, save_tokenizer
-    from deepretrieval.rl.checkpoint import CheckpointError
-    from deepretrieval.rl.run_logging import METRICS, read_jsonl
-    from deepretrieval.rl.sft import load_traces, sft
-    from deepretrieval.rl.trackers import check_available
-    from deepretrieval.run_config import write_resolved
-    from deepretrieval.training import local_device
+    from deepretrieval.training import sft_run
     cfg = load_run_config(args, [f"run.out_dir={json.dumps(args.run_dir)}"] if args.run_dir else [])
-    run_dir = Path(cfg.run.out_dir)
-    try:
-        check_available(cfg.sft.tensorboard, cfg.sft.wandb_project)
-    except ImportError as exc:
-        raise SystemExit(f"sft.{exc}") from exc
-    device = local_device(cfg)
-    model, tokenizer = load_policy(cfg.model.name, device, cfg.model.chat_template)
-    try:
-        traces = load_traces(args.data, tokenizer, cfg.sft.max_tokens)
-    except ValueError as exc:
-        raise SystemExit(f"cannot read the traces: {exc}") from exc
-    main = int(os.environ.get("RANK", "0")) == 0
-    if main:
-        write_resolved(cfg, run_dir, RUN_CONFIG)
-    model.requires_grad_(True)          # load_model hands out frozen models; this one is trained
-    try:
-        sft(cfg.sft, model, tokenizer, traces, run_dir, resume=args.resume, device=device.type)
-    except CheckpointError as exc:
-        raise SystemExit(str(exc)) from exc
-    if main:
-        save_tokenizer(tokenizer, run_dir / EXPORT)
-        rows = read_jsonl(run_dir / METRICS)
-        summary = {"run_dir": str(run_dir), "export": str(run_dir / EXPORT), "traces": len(traces),
-                   "steps": rows[-1]["step"], "loss_first": rows[0]["loss"],
-                   "loss_last": rows[-1]["loss"]}
+    summary = sft_run(cfg, args.data, resume=args.resume)
+    if "steps" in summary:                                   # rank 0
         print(json.dumps(summary) if args.json else
-              f"SFT on {len(traces)} traces, {summary['steps']} steps: answer-token loss "
+              f"SFT on {summary['traces']} traces, {summary['steps']} steps: answer-token loss "
               f"{summary['loss_first']:.3f} -> {summary['loss_last']:.3f}\n"
               f"export: {summary['export']}  (RL from it: deepretrieval train --config {args.config} "
               f"model.name={summary['export']})")

@@ -1,0 +1,34 @@
+"""The batched-rollout roofline of bench/fast_generate.py against hand-computed cases."""
+from types import SimpleNamespace
+
+import pytest
+
+from bench.fast_generate import rollout_roofline
+
+TINY = SimpleNamespace(num_layers=1, num_kv_heads=1, head_dim=2, num_heads=1, vocab_size=10)
+
+
+def test_memory_bound_step_by_hand():
+    # one decode step, batch 1, context 1: weights 100 B + K and V of 1 layer, 1 head of 2 dims at
+    # 2 B for one token (8 B) + logits of 10 entries at 4 B written and read (80 B) = 188 B at 1 B/s
+    r = rollout_roofline(TINY, weight_bytes=100, batch=1, prompt_len=1, new_tokens=1,
+                         bandwidth=1.0, peak_flops=1e30)
+    assert r["tok_s"] == pytest.approx(1 / 188)
+    assert (r["weights_share"], r["kv_share"], r["logits_share"]) == (
+        round(100 / 188, 3), round(8 / 188, 3), round(80 / 188, 3))
+
+
+def test_compute_bound_prefill_and_steps_by_hand():
+    # 50 params: prefill 2*50*batch 2*prompt 3 = 600 FLOPs; each of 2 steps 2*(100 + 4*1*1*2*ctx)
+    # FLOPs with ctx 3 then 4 = 248 and 264; at 1 FLOP/s and infinite bandwidth: 1112 s for 4 tokens
+    r = rollout_roofline(TINY, weight_bytes=100, batch=2, prompt_len=3, new_tokens=2,
+                         bandwidth=1e30, peak_flops=1.0)
+    assert r["tok_s"] == pytest.approx(4 / (600 + 248 + 264))
+
+
+def test_kv_reads_grow_with_the_context():
+    # weights only dominate a short batch-1 generation; at batch 256 and long contexts the KV
+    # cache and the logits take most of the bytes
+    small = rollout_roofline(TINY, 10 ** 6, 1, 1, 4, 1e12, 1e30)
+    big = rollout_roofline(TINY, 10 ** 6, 256, 4096, 512, 1e12, 1e30)
+    assert small["weights_share"] > 0.99 and big["kv_share"] > big["weights_share"]
