@@ -42,7 +42,7 @@ from bench.results_log import append_result
 from deepretrieval.model.config import ModelConfig
 from deepretrieval.model.transformer import Transformer
 from deepretrieval.rl.config import OptimConfig, RLConfig, SamplingConfig
-from deepretrieval.rl.distributed import finish
+from deepretrieval.rl.distributed import DistInfo, finish
 from deepretrieval.rl.interfaces import Prompt, RewardResult
 from deepretrieval.rl.trainer import Trainer
 
@@ -188,7 +188,8 @@ def print_profile(phases: dict, cuda: bool) -> None:
                           row_limit=40, max_name_column_width=90))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with --tiny's toy shapes filled in."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="toy shapes on CPU (a smoke run)")
     p.add_argument("--prompts", type=int, default=64)
@@ -214,17 +215,33 @@ def main(argv: list[str] | None = None) -> int:
     if a.tiny:
         a.prompts, a.group_size, a.prompt_len, a.new_tokens = 8, 4, 16, 16
         a.mini_batch_prompts, a.micro_batch, a.steps = 4, 8, 1
-    device = "cpu" if a.tiny or not torch.cuda.is_available() else "cuda"
+    return a
+
+
+def bench_device(a: argparse.Namespace) -> str:
+    return "cpu" if a.tiny or not torch.cuda.is_available() else "cuda"
+
+
+def rl_config(a: argparse.Namespace) -> RLConfig:
+    """The GRPO step the bench runs (the rest are RLConfig's defaults, i.e. configs/_grpo.toml's)."""
+    return RLConfig(algorithm="grpo", total_steps=a.steps + 1 + a.profile, prompts_per_step=a.prompts,
+                    group_size=a.group_size, mini_batch_prompts=a.mini_batch_prompts,
+                    micro_batch_size=a.micro_batch,
+                    sampling=SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0),
+                    kl_coef=0.001, actor_optim=OptimConfig(lr=1e-6),
+                    precision="bf16" if bench_device(a) == "cuda" else "fp32",
+                    gradient_checkpointing=a.gradient_checkpointing, compile_blocks=a.compile,
+                    keep_head_logits=a.keep_logits, reward_workers=4,
+                    checkpoint_every=10**9)
+
+
+def run(a: argparse.Namespace) -> tuple[dict, list[dict], DistInfo]:
+    """One warm-up step, `a.steps` measured steps (and the profiled one with --profile); prints
+    each step's times and the MFU line. Returns the record (means over the measured steps), each
+    measured step's Trainer.train_step metrics, and the process group."""
+    device = bench_device(a)
     mcfg = TINY if a.tiny else QWEN25_05B
-    cfg = RLConfig(algorithm="grpo", total_steps=a.steps + 1 + a.profile, prompts_per_step=a.prompts,
-                   group_size=a.group_size, mini_batch_prompts=a.mini_batch_prompts,
-                   micro_batch_size=a.micro_batch,
-                   sampling=SamplingConfig(max_new_tokens=a.new_tokens, temperature=1.0),
-                   kl_coef=0.001, actor_optim=OptimConfig(lr=1e-6),
-                   precision="bf16" if device == "cuda" else "fp32",
-                   gradient_checkpointing=a.gradient_checkpointing, compile_blocks=a.compile,
-                   keep_head_logits=a.keep_logits, reward_workers=4,
-                   checkpoint_every=10**9)
+    cfg = rl_config(a)
     task = RandomPromptTask(a.prompts * (a.steps + 1 + a.profile), a.prompt_len, mcfg.vocab_size)
     model = random_model(mcfg, device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -279,11 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     say(f"train MFU (update) {mfu_update:.1%} of {a.peak_tflops:g} TFLOP/s "
         f"(executed FLOPs: {mfu_executed:.1%}); "
           f"with prepare forwards {mfu_train:.1%}; reward {record['share_reward']:.1%} of the step")
+    return record, rows, trainer.dist
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    record, _, dist = run(a)
     if a.tiny:                        # a smoke run: print, keep the results file for real runs
-        say(record)
-    elif trainer.dist.is_main:
+        if dist.is_main:
+            print(record)
+    elif dist.is_main:
         append_result("grpo_step", record)
-    finish(trainer.dist)
+    finish(dist)
     return 0
 
 

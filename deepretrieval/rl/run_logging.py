@@ -79,7 +79,7 @@ def trim_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
 
 class RunLogger:
     def __init__(self, run_dir: Path, enabled: bool = True, total_steps: int = 0,
-                 start_step: int = 0):
+                 start_step: int = 0, desc: str = "rl"):
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self._bar = None
@@ -92,7 +92,7 @@ class RunLogger:
                 log.info("%s: dropped %d rows after step %d, the checkpoint resumed from",
                          self.run_dir / name, dropped, start_step)
             (self.run_dir / name).touch()
-        self._bar = tqdm(total=total_steps, initial=start_step, desc="rl", dynamic_ncols=True)
+        self._bar = tqdm(total=total_steps, initial=start_step, desc=desc, dynamic_ncols=True)
 
     def write_config(self, config: dict[str, Any]) -> None:
         if self.enabled:

@@ -178,7 +178,7 @@ class SFTTrainer:
         if resume:
             self.load()
         log = RunLogger(self.run_dir, enabled=self.dist.is_main, total_steps=self.total_steps,
-                        start_step=self.step)
+                        start_step=self.step, desc="sft")
         info = {"sft": cfg.to_dict(), "world_size": self.dist.world_size,
                 "device": str(self.dist.device), "bf16": self.bf16, "num_traces": len(self.traces), "total_steps": self.total_steps}
         log.write_config(info)
