@@ -14,7 +14,7 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
-from deepretrieval.kernels.sampling import sample, sample_reference  # noqa: E402
+from deepretrieval.kernels.sampling import sample, sample_reference, truncate  # noqa: E402
 from deepretrieval.kernels.sampling_triton import sample_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -31,6 +31,27 @@ def _hf_truncated_probs(logits: torch.Tensor, temperature: float, top_k: int, to
     if top_p < 1.0:
         scores = TopPLogitsWarper(top_p)(None, scores)
     return scores.softmax(-1)[0]
+
+
+@pytest.mark.parametrize("dtype,top_k,top_p", [(torch.bfloat16, 5, 1.0), (torch.bfloat16, 40, 1.0),
+                                               (torch.float32, 0, 0.7), (torch.float32, 6, 0.9),
+                                               (torch.float32, 300, 0.95)])
+def test_truncation_keeps_what_transformers_keeps(dtype, top_k, top_p):
+    # bf16 logits tie often: top-k keeps every token tied with the k-th, as TopKLogitsWarper does
+    # (a plain topk would keep exactly k); top-p is compared on fp32 logits, where no two tokens
+    # tie at its boundary
+    g = torch.Generator().manual_seed(3)
+    logits = (torch.randn(4, 2000, generator=g) * 3).to(dtype).float()           # [B, V]
+    kept = torch.isfinite(truncate(logits, top_k, top_p))
+    expected = torch.stack([_hf_truncated_probs(row, 1.0, top_k, top_p) > 0 for row in logits])
+    assert torch.equal(kept, expected)
+    if dtype == torch.bfloat16:
+        assert (kept.sum(-1) > top_k).any()          # ties at the k-th value did occur
+
+
+def test_top_k_keeps_ties_at_the_kth_value():
+    z = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0]])
+    assert torch.isfinite(truncate(z, top_k=2)).tolist() == [[True, True, True, True, False]]
 
 
 @pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (5, 1.0), (0, 0.7), (6, 0.9)])

@@ -21,8 +21,8 @@ noise buffer, and the reference and the Triton kernel see the same draws. Noise 
 id, so both pick the same token from the same noise whatever order they visit the candidates in.
 
 Implementation choice: the reference below is the whole sampler, plain torch with static shapes
-and no data-dependent control flow, so `torch.compile` can fuse it; top-k/top-p sort only the
-top-k candidates when top_k is set (a full-vocabulary sort otherwise). The plain-temperature and
+and no data-dependent control flow, so `torch.compile` can fuse it; `truncate` (top-k, top-p) is
+also the eager sampler's (model/sampler.py), so both drop the same tokens. The plain-temperature and
 greedy paths (the RL rollout and greedy evaluation) also have a Triton kernel
 (kernels/sampling_triton.py) that reads logits and noise once, split over the vocabulary, where
 eager torch makes about seven passes over [B, V]; `sample` picks it on CUDA.
@@ -44,25 +44,28 @@ def _log_exp_noise(uniform: torch.Tensor) -> torch.Tensor:
     return torch.log(-torch.log(uniform))
 
 
+def truncate(z: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """z [B, V] fp32 with the tokens top-k, then top-p, drop set to -inf, as transformers'
+    TopKLogitsWarper and TopPLogitsWarper: top-k keeps every token tied with the k-th (bf16 logits
+    tie often); top-p drops a token once the tokens ranked before it hold top_p of the mass."""
+    if top_k > 0:
+        kth = z.topk(min(top_k, z.shape[-1]), dim=-1).values[:, -1:]       # [B, 1]
+        z = z.masked_fill(z < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_z, order = z.sort(dim=-1, descending=True)                   # [B, V]
+        probs = sorted_z.softmax(dim=-1)
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p                 # the first never drops
+        z = z.masked_fill(torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted), float("-inf"))
+    return z
+
+
 def sample_reference(logits: torch.Tensor, uniform: torch.Tensor | None, temperature: float,
                      top_k: int = 0, top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     if temperature == 0:
         ids = logits.argmax(dim=-1)
         return ids, _logprob_at(logits.float(), ids)
     z = logits.float() / temperature                                         # [B, V]
-    if top_k > 0 or top_p < 1.0:
-        if top_k > 0:
-            cand_z, cand_ids = z.topk(min(top_k, z.shape[-1]), dim=-1)       # [B, K], sorted
-        else:
-            cand_z, cand_ids = z.sort(dim=-1, descending=True)
-        if top_p < 1.0:
-            probs = cand_z.softmax(dim=-1)
-            mass_before = probs.cumsum(dim=-1) - probs
-            cand_z = cand_z.masked_fill(mass_before >= top_p, float("-inf"))
-        pick = (cand_z - _log_exp_noise(uniform.gather(-1, cand_ids))).argmax(dim=-1, keepdim=True)
-        ids = cand_ids.gather(-1, pick).squeeze(-1)
-    else:
-        ids = (z - _log_exp_noise(uniform)).argmax(dim=-1)
+    ids = (truncate(z, top_k, top_p) - _log_exp_noise(uniform)).argmax(dim=-1)
     return ids, _logprob_at(z, ids)
 
 

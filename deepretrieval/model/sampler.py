@@ -41,6 +41,7 @@ from typing import Callable, Sequence
 import torch
 
 from deepretrieval.kernels.record_step import record_step
+from deepretrieval.kernels.sampling import truncate
 from deepretrieval.model import fast_decode
 from deepretrieval.model.kv_cache import KVCache
 from deepretrieval.model.transformer import Transformer
@@ -93,18 +94,7 @@ def sample_next(logits: torch.Tensor, params: SamplingParams,
         return tokens, token_logprobs(logits, tokens, 0)
     scaled = logits / params.temperature                                     # [B, V]
     logprobs_full = torch.log_softmax(scaled, dim=-1)                        # [B, V]
-    masked = scaled
-    if params.top_k:
-        kth = torch.topk(masked, min(params.top_k, masked.shape[-1]), dim=-1).values[:, -1:]   # [B, 1]
-        masked = masked.masked_fill(masked < kth, float("-inf"))
-    if params.top_p < 1:
-        sorted_logits, order = torch.sort(masked, dim=-1, descending=True)  # [B, V]
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # drop a token when the tokens before it already reach top_p (the first always stays)
-        drop_sorted = probs.cumsum(-1) - probs > params.top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)          # back to vocab order
-        masked = masked.masked_fill(drop, float("-inf"))
-    probs = torch.softmax(masked, dim=-1)                                    # [B, V]
+    probs = torch.softmax(truncate(scaled, params.top_k, params.top_p), dim=-1)   # [B, V]
     noise = torch.empty_like(probs).exponential_(1.0, generator=generator)  # Exp(1): argmax(p/E) ~ p
     tokens = (probs / noise).argmax(-1)                                      # [B]
     return tokens, logprobs_full.gather(-1, tokens[:, None]).squeeze(-1)
