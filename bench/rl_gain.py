@@ -143,9 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     metric = task.headline
     numbers = {split: compare(found, metric) for split, found in rows.items()}
     wall = time.perf_counter() - t0
-    close = getattr(task, "close", None)
-    if close is not None:
-        close()
+    task.close()
 
     command = "python -m bench.rl_gain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     curves = plot_curves(out)

@@ -27,12 +27,14 @@ KINDS = ("gold", "best_edit")
 
 def single_word_edits(text: str, expand: bool) -> list[str]:
     """Candidate answers: expand mode, each distinct word of `text` (to append); rewrite mode,
-    `text` itself, then `text` with each distinct word repeated, then with each dropped."""
-    words = list(dict.fromkeys(w for w in (t.strip(".,;:()[]\"'") for t in text.split()) if len(w) > 2))
+    `text` itself, then `text` with each distinct word repeated, then with each dropped. A word is
+    a whitespace token without its surrounding punctuation, of at least 3 characters."""
+    tokens = text.split()
+    bare = [t.strip(".,;:()[]\"'") for t in tokens]
+    words = list(dict.fromkeys(w for w in bare if len(w) > 2))
     if expand:
         return words
-    tokens = text.split()
-    dropped = [" ".join(t for t in tokens if t.strip(".,;:()[]\"'") != w) for w in words]
+    dropped = [" ".join(t for t, b in zip(tokens, bare) if b != w) for w in words]
     return [text, *[f"{text} {w}" for w in words], *dropped]
 
 
@@ -48,8 +50,9 @@ def best_edits(task, split: str = "train") -> list[str]:
     return out
 
 
-def gold_traces(task, kind: str = "gold") -> list[dict]:
-    """{"messages": [...the prompt's turns, the assistant's answer]} per training example."""
+def answer_traces(task, kind: str = "gold") -> list[dict]:
+    """{"messages": [...the prompt's turns, the assistant's answer]} per training example, the
+    answer of the given kind (see the module docstring)."""
     if kind not in KINDS:
         raise ValueError(f"cold start kind must be one of {KINDS}, got {kind!r}")
     if kind == "best_edit" and task.answer_key != "query":
@@ -73,11 +76,9 @@ def write_traces(cfg: RunConfig, path: Path, kind: str = "gold") -> int:
     from deepretrieval.tasks.registry import build_task
     task = build_task(cfg.task)
     try:
-        traces = gold_traces(task, kind)
+        traces = answer_traces(task, kind)
     finally:
-        close = getattr(task, "close", None)
-        if close is not None:
-            close()
+        task.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(t) + "\n" for t in traces))
     return len(traces)

@@ -153,9 +153,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = 
         log_eval(run_dir, result.steps, result.after)
         if resume:
             result.before = evaluations(run_dir).get(0, [])
-    close = getattr(task, "close", None)
-    if close is not None:
-        close()
+    task.close()
     return result
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench import rl_gain
-from deepretrieval.cold_start import best_edits, gold_traces, single_word_edits
+from deepretrieval.cold_start import best_edits, answer_traces, single_word_edits
 from deepretrieval.rl.interfaces import Prompt
 from deepretrieval.tasks.engines import EngineConfig
 from deepretrieval.tasks.registry import TaskConfig, build_task
@@ -15,8 +15,8 @@ from deepretrieval.tasks.registry import TaskConfig, build_task
 
 def _reward_of_traces(task, n):
     prompts = task.prompts("train")[:n]
-    answers = [t["messages"][-1]["content"] for t in gold_traces(task)[:n]]
-    assert [t["messages"][:-1] for t in gold_traces(task)[:n]] == [list(p.messages) for p in prompts]
+    answers = [t["messages"][-1]["content"] for t in answer_traces(task)[:n]]
+    assert [t["messages"][:-1] for t in answer_traces(task)[:n]] == [list(p.messages) for p in prompts]
     completions = [a[len(p.assistant_prefix):] for p, a in zip(prompts, answers)]   # the model's part
     assert all(a.startswith(p.assistant_prefix) for p, a in zip(prompts, answers))
     rewards, _ = task.reward(prompts, completions)
@@ -31,7 +31,7 @@ def test_sql_traces_hold_the_gold_sql_and_earn_the_full_reward():
         gold = [ex["gold_sql"] for ex in task.split_examples("train")[:8]]
         assert answers == ['<answer>' + json.dumps({"sql": g}) + '</answer>' for g in gold]
         assert rewards == [pytest.approx(1.1)] * 8          # the paper's Spider reward for a match
-        assert len(gold_traces(task)) == 432
+        assert len(answer_traces(task)) == 432
     finally:
         task.close()
 
@@ -65,11 +65,11 @@ def test_best_edits_never_score_below_the_users_text_and_often_above():
     assert all(e >= r for e, r in zip(r_edit, r_raw))
     better = sum(e > r for e, r in zip(r_edit, r_raw))
     assert better >= 10 and all(a == q for a, q, e, r in zip(edits, raw, r_edit, r_raw) if e == r)
-    traces = gold_traces(task, "best_edit")
+    traces = answer_traces(task, "best_edit")
     assert [t["messages"][-1]["content"] for t in traces] == [
         p.assistant_prefix + task.well_formed(p, a) for p, a in zip(prompts, edits)]
     with pytest.raises(ValueError, match="one of"):
-        gold_traces(task, "silver")
+        answer_traces(task, "silver")
 
 
 def test_completion_prompts_are_refused():
@@ -80,7 +80,7 @@ def test_completion_prompts_are_refused():
         def split_examples(self, split):
             return [{"input": "x"}]
     with pytest.raises(ValueError, match="chat prompts"):
-        gold_traces(Completion())
+        answer_traces(Completion())
 
 
 def test_rl_gain_cold_start_scores_base_sft_and_rl(tmp_path, capsys):

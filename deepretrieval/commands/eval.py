@@ -48,7 +48,5 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         row["model"] = None if args.raw_only else (args.checkpoint or cfg.model.name)
     print_rows(rows, args.json)
-    close = getattr(task, "close", None)
-    if close is not None:
-        close()
+    task.close()
     return 0

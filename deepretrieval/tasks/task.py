@@ -154,6 +154,9 @@ class Task:
         """The task's evaluation metrics of one query per example of `split` (None = no answer)."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the task holds (text-to-SQL: its database connections); nothing here."""
+
     def _check_aligned(self, queries: Sequence, split: str) -> list[dict]:
         exs = self.split_examples(split)
         if len(queries) != len(exs):
