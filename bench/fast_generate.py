@@ -4,6 +4,7 @@
     python -m bench.fast_generate --shapes qwen2.5-0.5b-shape --skip-compiled
     python -m bench.fast_generate --no-cuda-graphs         # our kernels without the CUDA graph
     python -m bench.fast_generate --no-pdl                 # without programmatic dependent launch
+    python -m bench.fast_generate --cases rollout --profile --skip-compiled   # where a rollout's GPU time goes
 
 Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sides.
   latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours and of three references:
@@ -42,6 +43,7 @@ import traceback
 
 import torch
 
+from bench.gpu_profile import print_kernel_profile
 from bench.generate import QWEN25_SHAPES, cuda_hf, cuda_pair, time_hf, time_ours
 from bench.results_log import append_result
 from deepretrieval.kernels import use_pdl
@@ -114,8 +116,9 @@ def measured(fn) -> tuple[float, float]:
     return seconds, (torch.cuda.max_memory_allocated() - base) / GiB
 
 
-def run_ours(ours, prompts, case: dict, repeats: int, cuda_graphs: bool) -> dict:
-    """Warm-up (fresh decoder: its memory and setup time) then the best of `repeats` timed calls.
+def run_ours(ours, prompts, case: dict, repeats: int, cuda_graphs: bool, profile_title: str | None = None) -> dict:
+    """Warm-up (fresh decoder: its memory and setup time) then the median of `repeats` timed calls,
+    then (with profile_title) one more call under torch.profiler, its kernels printed.
     A failed graph capture is reported and the kernels are measured without it."""
     kw = dict(temperature=case["temperature"], seed=0, cuda_graphs=cuda_graphs)
     fast_decode.release(ours)
@@ -132,6 +135,11 @@ def run_ours(ours, prompts, case: dict, repeats: int, cuda_graphs: bool) -> dict
         fast_decode.release(ours)
         first_s, mem = measured(lambda: time_ours(ours, prompts, case["new_tokens"], **kw))
     seconds = statistics.median(time_ours(ours, prompts, case["new_tokens"], **kw) for _ in range(repeats))
+    if profile_title:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            time_ours(ours, prompts, case["new_tokens"], **kw)
+        print_kernel_profile(profile_title, prof, cuda=True)
     return {**rec, "cuda_graphs": kw["cuda_graphs"], "first_call_s": round(first_s, 3), "mem_gib": round(mem, 3),
             "tok_s": len(prompts) * case["new_tokens"] / seconds}
 
@@ -221,7 +229,8 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
     for case_name in args.cases:
         case = CASES[case_name]
         prompts = fixed_prompts(case["batch"], case["prompt_len"], ours.cfg.vocab_size)
-        o = run_ours(ours, prompts, case, args.repeats, not args.no_cuda_graphs)
+        o = run_ours(ours, prompts, case, args.repeats, not args.no_cuda_graphs,
+                     f"{name} {case_name}: one call of ours" if args.profile else None)
         h = run_hf(hf, prompts, case, args.hf_repeats)
         rec = {"model": name, "case": case_name, **case, "dtype": "bfloat16",
                "transformers": transformers.__version__, "torch": torch.__version__,
@@ -286,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-pdl", action="store_true",
                         help="launch our kernels without programmatic dependent launch (sets DEEPRETRIEVAL_PDL=0)")
     parser.add_argument("--skip-compiled", action="store_true", help="skip both compiled transformers references")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing, profile one more call of ours per case: GPU time by kernel")
     parser.add_argument("--compiled-budget-s", type=float, default=100.0,
                         help="wall-clock budget of each compiled-transformers child (compile included)")
     parser.add_argument("--hf-compiled-child", help=argparse.SUPPRESS)

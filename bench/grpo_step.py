@@ -38,6 +38,7 @@ import time
 
 import torch
 
+from bench.gpu_profile import print_kernel_profile
 from bench.results_log import append_result
 from deepretrieval.model.config import ModelConfig
 from deepretrieval.model.transformer import Transformer
@@ -129,63 +130,9 @@ def profile_phases(trainer: Trainer, cuda: bool) -> dict:
     return phases
 
 
-# First match wins; names are those torch.profiler reports for cuBLAS (nvjet / cutlass / gemm),
-# cuDNN / flash attention, our Triton kernels, inductor's fused kernels, and torch's optimiser.
-KERNEL_CATEGORIES = (
-    ("gemm", re.compile(r"nvjet|gemm|cutlass|xmma|cublas", re.I)),
-    ("attention", re.compile(r"sdpa|fmha|flash|attention|cudnn", re.I)),
-    ("logit_stats (ours)", re.compile(r"^_(stats|grad)_kernel")),
-    ("optimizer + clip", re.compile(r"multi_tensor|foreach|fused_adam|adam", re.I)),
-    ("inductor fused", re.compile(r"^triton_")),
-    ("copy / memset", re.compile(r"memcpy|memset|copy", re.I)),
-    ("other", re.compile(r"")),
-)
-
-
-def kernel_summary(prof) -> dict:
-    """GPU time per KERNEL_CATEGORIES entry (seconds), the busy time (union of kernel intervals),
-    the span from the first kernel's start to the last one's end, and the largest idle gaps
-    (seconds, kernel before, kernel after)."""
-    from torch.autograd import DeviceType
-    kernels = sorted((e for e in prof.profiler.kineto_results.events()
-                      if e.device_type() == DeviceType.CUDA), key=lambda e: e.start_ns())
-    totals = {name: 0.0 for name, _ in KERNEL_CATEGORIES}
-    for e in kernels:
-        name = next(n for n, pattern in KERNEL_CATEGORIES if pattern.search(e.name()))
-        totals[name] += e.duration_ns() / 1e9
-    busy, gaps, end, last = 0, [], None, None
-    for e in kernels:
-        start, stop = e.start_ns(), e.end_ns()
-        if end is not None and start > end:
-            gaps.append(((start - end) / 1e9, last.name(), e.name()))
-        if end is None or start > end:
-            busy, end, last = busy + stop - start, stop, e
-        elif stop > end:
-            busy, end, last = busy + stop - end, stop, e
-    span = (end - kernels[0].start_ns()) if kernels else 0
-    return {"by_kind": totals, "busy": busy / 1e9, "span": span / 1e9,
-            "gaps": sorted(gaps, reverse=True)}
-
-
 def print_profile(phases: dict, cuda: bool) -> None:
     for name, (seconds, prof) in phases.items():
-        table = prof.key_averages()
-        where = "GPU kernel" if cuda else "CPU op"
-        busy = sum(e.self_device_time_total if cuda else e.self_cpu_time_total for e in table) / 1e6
-        print(f"\n=== {name}: wall {seconds:.2f} s (profiled), {where} time {busy:.2f} s")
-        if cuda:
-            k = kernel_summary(prof)
-            print(f"GPU busy {k['busy']:.3f} s of a {k['span']:.3f} s span (idle "
-                  f"{k['span'] - k['busy']:.3f} s); kernel time by kind:")
-            for kind, t in sorted(k["by_kind"].items(), key=lambda kv: -kv[1]):
-                print(f"  {kind:<20} {t:7.3f} s  {t / max(busy, 1e-9):6.1%}")
-            gaps = k["gaps"]
-            print(f"idle gaps: {len(gaps)}, {sum(g for g, *_ in gaps if g >= 1e-4):.3f} s in the "
-                  f"{sum(g >= 1e-4 for g, *_ in gaps)} of >= 100 us; the largest:")
-            for g, before, after in gaps[:8]:
-                print(f"  {g * 1e3:7.2f} ms  after {before[:60]}  before {after[:60]}")
-        print(table.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
-                          row_limit=40, max_name_column_width=90))
+        print_kernel_profile(f"{name}: wall {seconds:.2f} s (profiled)", prof, cuda)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,7 +31,7 @@ from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
 
 
 @triton.jit
-def _split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_ptr,
+def _attention_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_ptr,
                   stride_qb, stride_qh, stride_kb, stride_kh, stride_ks,
                   stride_vb, stride_vh, stride_vs, stride_ob, stride_oh, stride_os,
                   stride_lb, stride_lh, qk_scale_log2, G: tl.constexpr, D: tl.constexpr,
@@ -85,7 +85,7 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_ptr,
 
 
 @triton.jit
-def _reduce_kernel(o_part_ptr, lse_ptr, out_ptr, stride_pb, stride_ph, stride_ps,
+def _attention_reduce_kernel(o_part_ptr, lse_ptr, out_ptr, stride_pb, stride_ph, stride_ps,
                    stride_lb, stride_lh, stride_ob, stride_oh,
                    D: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr):
     wait_for_previous(USE_PDL)
@@ -140,7 +140,7 @@ def decode_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         o_part = torch.empty((B, H_q, num_splits, D), dtype=torch.float32, device=q.device)
         lse = torch.empty((B, H_q, num_splits), dtype=torch.float32, device=q.device)
         stride_os, stride_lb, stride_lh = o_part.stride(2), lse.stride(0), lse.stride(1)
-    _split_kernel[(B, H_kv, num_splits)](
+    _attention_split_kernel[(B, H_kv, num_splits)](
         q, k_cache, v_cache, kv_start, kv_end, o_part, lse,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
@@ -148,7 +148,7 @@ def decode_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         scale * math.log2(math.e), G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)),
         BLOCK_N=block_n, NUM_SPLITS=num_splits, num_warps=4, num_stages=2, **pdl)
     if num_splits > 1:
-        _reduce_kernel[(B, H_q)](
+        _attention_reduce_kernel[(B, H_q)](
             o_part, lse, out, o_part.stride(0), o_part.stride(1), o_part.stride(2),
             lse.stride(0), lse.stride(1), out.stride(0), out.stride(1),
             D=D, NUM_SPLITS=num_splits, BLOCK_S=triton.next_power_of_2(num_splits), num_warps=4, **pdl)

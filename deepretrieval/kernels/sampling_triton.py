@@ -36,7 +36,7 @@ def _merge(m, s, best, tok, z_at):
 
 
 @triton.jit
-def _split_kernel(logits_ptr, u_ptr, part_ptr, tok_ptr, stride_lb, stride_ub, V, chunk,
+def _sample_split_kernel(logits_ptr, u_ptr, part_ptr, tok_ptr, stride_lb, stride_ub, V, chunk,
                   temperature, GREEDY: tl.constexpr, BLOCK_V: tl.constexpr, USE_PDL: tl.constexpr):
     wait_for_previous(USE_PDL)
     b = tl.program_id(0).to(tl.int64)
@@ -78,7 +78,7 @@ def _split_kernel(logits_ptr, u_ptr, part_ptr, tok_ptr, stride_lb, stride_ub, V,
 
 
 @triton.jit
-def _reduce_kernel(part_ptr, tok_ptr, ids_ptr, logprob_ptr, NUM_SPLITS, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr):
+def _sample_reduce_kernel(part_ptr, tok_ptr, ids_ptr, logprob_ptr, NUM_SPLITS, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr):
     wait_for_previous(USE_PDL)
     b = tl.program_id(0).to(tl.int64)
     sp = tl.arange(0, BLOCK_S)
@@ -114,11 +114,11 @@ def sample_triton(logits: torch.Tensor, uniform: torch.Tensor | None, temperatur
     pdl = pdl_options(logits.device)
     part = torch.empty((B, num_splits, 4), dtype=torch.float32, device=logits.device)
     tok = torch.empty((B, num_splits), dtype=torch.int32, device=logits.device)
-    _split_kernel[(B, num_splits)](
+    _sample_split_kernel[(B, num_splits)](
         logits, noise, part, tok, logits.stride(0), noise.stride(0), V, chunk,
         1.0 if greedy else float(temperature), GREEDY=greedy, BLOCK_V=block_v, num_warps=4, **pdl)
     ids = torch.empty((B,), dtype=torch.int64, device=logits.device)
     logprobs = torch.empty((B,), dtype=torch.float32, device=logits.device)
-    _reduce_kernel[(B,)](part, tok, ids, logprobs, num_splits,
+    _sample_reduce_kernel[(B,)](part, tok, ids, logprobs, num_splits,
                          BLOCK_S=triton.next_power_of_2(num_splits), num_warps=1, **pdl)
     return ids, logprobs

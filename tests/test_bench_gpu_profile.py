@@ -1,0 +1,40 @@
+"""bench.gpu_profile's summary on made-up kernels: kernel time by kind (our Triton kernels by
+name), GPU busy time as the union of kernel intervals, idle gaps."""
+from __future__ import annotations
+
+import types
+
+from torch.autograd import DeviceType
+
+from bench.gpu_profile import kernel_summary
+
+
+def _event(name, start_us, end_us, device=DeviceType.CUDA):
+    return types.SimpleNamespace(name=lambda: name, start_ns=lambda: start_us * 1000,
+                                 end_ns=lambda: end_us * 1000,
+                                 duration_ns=lambda: (end_us - start_us) * 1000,
+                                 device_type=lambda: device)
+
+
+def test_kernel_summary_union_kinds_and_gaps():
+    events = [_event("nvjet_sm90_tst_256x128", 0, 100),
+              _event("triton_poi_fused_mul_silu", 50, 120),           # overlaps the GEMM
+              _event("aten::mm", 0, 500, DeviceType.CPU),              # host side: ignored
+              _event("_stats_kernel", 300, 350),                       # after 180 us idle
+              _event("cudnn_generated_fort_native_sdpa", 310, 340),    # inside the last one
+              _event("Memset (Device)", 360, 361),                     # after 10 us idle
+              _event("_attention_split_kernel", 361, 371),             # our decode kernels
+              _event("_fused_linear_kernel", 371, 373),
+              _event("_sample_reduce_kernel", 373, 374),
+              _event("_rmsnorm_kernel", 374, 378)]
+    prof = types.SimpleNamespace(profiler=types.SimpleNamespace(
+        kineto_results=types.SimpleNamespace(events=lambda: events)))
+    k = kernel_summary(prof)
+    assert k["span"] == 378e-6
+    assert abs(k["busy"] - (120 + 50 + 1 + 17) * 1e-6) < 1e-12
+    assert [(round(g * 1e6), a, b) for g, a, b in k["gaps"]] == [
+        (180, "triton_poi_fused_mul_silu", "_stats_kernel"), (10, "_stats_kernel", "Memset (Device)")]
+    by_kind = {kind: round(t * 1e6) for kind, t in k["by_kind"].items()}
+    assert by_kind == {"gemm": 100, "attention": 40, "logit_stats (ours)": 50, "fused linear (ours)": 2,
+                       "sampling (ours)": 1, "norm + rope (ours)": 4, "optimizer + clip": 0,
+                       "inductor fused": 70, "copy / memset": 1, "other": 0}
