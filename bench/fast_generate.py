@@ -4,7 +4,9 @@
     python -m bench.fast_generate --shapes qwen2.5-0.5b-shape --skip-compiled
     python -m bench.fast_generate --no-cuda-graphs         # our kernels without the CUDA graph
     python -m bench.fast_generate --no-pdl                 # without programmatic dependent launch
-    python -m bench.fast_generate --cases rollout --profile --skip-compiled   # where a rollout's GPU time goes
+    python -m bench.fast_generate --cases rollout --profile --ours-only   # where a rollout's GPU time goes
+    DEEPRETRIEVAL_FUSED_ROWS=64 python -m bench.fast_generate --cases rollout --ours-only
+                                                           # batch 64 through the fused kernels
 
 Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sides.
   latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours and of three references:
@@ -231,14 +233,16 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
         prompts = fixed_prompts(case["batch"], case["prompt_len"], ours.cfg.vocab_size)
         o = run_ours(ours, prompts, case, args.repeats, not args.no_cuda_graphs,
                      f"{name} {case_name}: one call of ours" if args.profile else None)
-        h = run_hf(hf, prompts, case, args.hf_repeats)
         rec = {"model": name, "case": case_name, **case, "dtype": "bfloat16",
                "transformers": transformers.__version__, "torch": torch.__version__,
-               "ours_tok_s": round(o["tok_s"], 1), "transformers_tok_s": round(h["tok_s"], 1),
-               "ratio": round(o["tok_s"] / h["tok_s"], 2), "pdl": use_pdl(torch.device("cuda")),
-               "ours_mem_gib": o["mem_gib"],
-               "transformers_mem_gib": h["mem_gib"], "weights_gib": round(weight_bytes / GiB, 3),
+               "ours_tok_s": round(o["tok_s"], 1), "pdl": use_pdl(torch.device("cuda")),
+               "fused_rows": fast_decode.FUSED_ROWS, "ours_mem_gib": o["mem_gib"],
+               "weights_gib": round(weight_bytes / GiB, 3),
                **{k: o[k] for k in ("cuda_graphs", "first_call_s", "graph_error") if k in o}}
+        if not args.ours_only:
+            h = run_hf(hf, prompts, case, args.hf_repeats)
+            rec.update(transformers_tok_s=round(h["tok_s"], 1), ratio=round(o["tok_s"] / h["tok_s"], 2),
+                       transformers_mem_gib=h["mem_gib"])
         if case_name == "latency":
             roofline = bandwidth / weight_bytes
             rec.update(hbm_tb_s=round(bandwidth / 1e12, 3), roofline_tok_s=round(roofline, 1),
@@ -253,7 +257,7 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
     del hf, ours
     torch.cuda.empty_cache()
     latency = next((r for r in rows if r["model"] == name and r["case"] == "latency"), None)
-    if latency is not None:
+    if latency is not None and not args.ours_only:
         for kind, key in (("generate", "transformers_compiled"), ("loop", "compiled_loop")):
             if args.skip_compiled:
                 c = {"na": "skipped (--skip-compiled)"}
@@ -277,11 +281,11 @@ def markdown(rows: list[dict]) -> str:
         compiled = r.get("transformers_compiled_tok_s", r.get("transformers_compiled", ""))
         loop = r.get("compiled_loop_tok_s", r.get("compiled_loop", ""))
         roof = f"{100 * r['roofline_fraction']:.0f} % of {r['roofline_tok_s']:.0f}" if "roofline_fraction" in r else ""
+        hf = (f"{r['transformers_tok_s']:.0f} | {r['ratio']:.1f}x" if "ratio" in r else "- | -")
         lines.append(f"| {r['model']} | {r['case']} b{r['batch']} p{r['prompt_len']} n{r['new_tokens']} "
-                     f"T{r['temperature']:g} | {r['ours_tok_s']:.0f} | {r['transformers_tok_s']:.0f} | "
-                     f"{r['ratio']:.1f}x | {compiled} | {r.get('ratio_transformers_compiled', '')} | {loop} | "
-                     f"{r.get('ratio_compiled_loop', '')} | {roof} | "
-                     f"{r['ours_mem_gib']:.2f} | {r['transformers_mem_gib']:.2f} |")
+                     f"T{r['temperature']:g} | {r['ours_tok_s']:.0f} | {hf} | {compiled} | "
+                     f"{r.get('ratio_transformers_compiled', '')} | {loop} | {r.get('ratio_compiled_loop', '')} | "
+                     f"{roof} | {r['ours_mem_gib']:.2f} | {r.get('transformers_mem_gib', '-')} |")
     return "\n".join(lines)
 
 
@@ -295,6 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-pdl", action="store_true",
                         help="launch our kernels without programmatic dependent launch (sets DEEPRETRIEVAL_PDL=0)")
     parser.add_argument("--skip-compiled", action="store_true", help="skip both compiled transformers references")
+    parser.add_argument("--ours-only", action="store_true",
+                        help="time ours alone (no transformers, no ratio): to compare our own settings, "
+                             "e.g. DEEPRETRIEVAL_FUSED_ROWS=64 against the default")
     parser.add_argument("--profile", action="store_true",
                         help="after timing, profile one more call of ours per case: GPU time by kernel")
     parser.add_argument("--compiled-budget-s", type=float, default=100.0,

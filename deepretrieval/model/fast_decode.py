@@ -12,12 +12,14 @@ One decode step (`FastDecoder._body`: one token per row, static shapes):
   RMSNorm + residual, SwiGLU -> final norm -> LM head -> fused sampling from a static noise
   buffer -> the sampler's `StepOutputs.record`, which in the same launch makes the samples the next
   input and bumps `slot`, `kv_end`, `positions` in place (kernels/record_step.py).
-  At most `deepretrieval.kernels.fused_linear.MAX_ROWS` rows (latency, not throughput), the layer is 7 kernels:
+  At most `FUSED_ROWS` rows (16; the kernels take up to 64, DEEPRETRIEVAL_FUSED_ROWS=64 sends the
+  RL rollout's 64 rows through them, to compare), the layer is 7 kernels:
   the projections are fused GEMVs that fold in the RMSNorm before them and the bias, SiLU-gate and
   residual add after them, then RoPE + cache write, the attention's split and reduce
   (`_layers_fused`); at one row the qkv GEMV also does the RoPE and the cache write
   (kernels/qkv_rope_cache.py), 6 kernels. The LM head folds in the final norm. Launch overhead,
-  not bandwidth, is what a batch-1 step of a small model is made of.
+  not bandwidth, is what a decode step of a small model is made of: unfused, a layer is ~14
+  launches (cuBLAS projections with norm, RoPE, SiLU-gate and residual kernels between them).
 Everything that changes between steps is a device tensor that the step advances itself, so on CUDA
 the step is captured once in a CUDA graph and replayed with no host input: the host loop only
 refills the noise from the torch.Generator (outside the graph, so any generator works) and reads
@@ -26,7 +28,7 @@ side stream (it compiles the Triton kernels and warms cuBLAS) and is then captur
 The same step runs eagerly on any device (the kernels' dispatchers pick the PyTorch references
 off CUDA), which is how the CPU tests check this path.
 
-The prefill is the model's own forward. At a few rows (at most `FUSED_MAX_ROWS`) it is bound by
+The prefill is the model's own forward. At a few rows (at most `PREFILL_GRAPH_MAX_ROWS`) it is bound by
 the host launching ~33 small kernels a layer (measured on an H100 at batch 1, prompt 128: 15.5 ms
 to enqueue 2.8 ms of GPU work at Qwen2.5-0.5B shapes, 28 ms for 6.5 ms at 3B), so there it is
 captured in a CUDA graph too, once two calls in a row bring prompts of the same shape (a capture
@@ -47,6 +49,7 @@ kernels overlap through programmatic dependent launch (kernels/pdl_triton.py).
 """
 from __future__ import annotations
 
+import os
 import weakref
 from typing import Callable, NamedTuple
 
@@ -54,7 +57,7 @@ import torch
 
 from deepretrieval.kernels import use_pdl
 from deepretrieval.kernels.decode_attention import decode_attention, kv_range_from_mask
-from deepretrieval.kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS, fused_linear
+from deepretrieval.kernels.fused_linear import MAX_ROWS as FUSED_KERNEL_MAX_ROWS, fused_linear
 from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache
 from deepretrieval.kernels.rmsnorm import rmsnorm
 from deepretrieval.kernels.rope_cache import rope_cache
@@ -63,6 +66,11 @@ from deepretrieval.model.kv_cache import KVCache
 from deepretrieval.model.transformer import Attention, RMSNorm, Transformer
 
 SEQ_ROUND = 128          # cache slots are rounded up to a multiple of this, so calls can share a graph
+# Decode steps of at most this many rows run the fused kernels (`_layers_fused`); more rows run
+# cuBLAS matmuls with the small kernels between them. 16 until the fused path at 64 rows is measured
+# on a GPU against it: `DEEPRETRIEVAL_FUSED_ROWS=64 python -m bench.fast_generate --cases rollout --ours-only`.
+FUSED_ROWS = min(int(os.environ.get("DEEPRETRIEVAL_FUSED_ROWS", "16")), FUSED_KERNEL_MAX_ROWS)
+PREFILL_GRAPH_MAX_ROWS = 16     # prefills captured in a graph; larger ones keep the GPU busy while the host launches
 _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> FastDecoder
 
 
@@ -198,9 +206,9 @@ class FastDecoder:
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)            # the slot the next step writes
         self.uniform = (None if params.temperature == 0 else
                         torch.zeros(rows, cfg.vocab_size, dtype=torch.float32, device=dev))   # [B, V]
-        # a few rows: fused GEMV kernels (norm, bias, SiLU-gate, residual folded in), 6-7 launches
-        # a layer; more rows: cuBLAS matmuls with the small kernels between them
-        self.fused = rows <= FUSED_MAX_ROWS and not cfg.qk_norm
+        # a few rows: fused projection kernels (norm, bias, SiLU-gate, residual folded in), 6-7
+        # launches a layer; more rows: cuBLAS matmuls with the small kernels between them
+        self.fused = rows <= FUSED_ROWS and not cfg.qk_norm
         self.use_graph = cuda_graphs and dev.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
         self.prefill_graph: PrefillGraph | None = None
@@ -217,7 +225,7 @@ class FastDecoder:
         """(last-slot logits [rows, V] fp32, the cache filled) for the prompts ids [rows, P] (mask
         [rows, P] or None): `prefill_logits`, replayed from a CUDA graph where the module docstring says."""
         cache = self.new_cache()
-        if not self.use_graph or len(ids) > FUSED_MAX_ROWS:
+        if not self.use_graph or len(ids) > PREFILL_GRAPH_MAX_ROWS:
             return prefill_logits(model, ids, mask, cache), cache
         shape = (ids.shape, None if mask is None else mask.shape)
         g = self.prefill_graph

@@ -1,9 +1,10 @@
-"""The batched-rollout roofline of bench/fast_generate.py against hand-computed cases."""
+"""bench/fast_generate.py on the CPU: the batched-rollout roofline against hand-computed cases, and the
+markdown table with and without the transformers reference (--ours-only)."""
 from types import SimpleNamespace
 
 import pytest
 
-from bench.fast_generate import rollout_roofline
+from bench.fast_generate import markdown, rollout_roofline
 
 TINY = SimpleNamespace(num_layers=1, num_kv_heads=1, head_dim=2, num_heads=1, vocab_size=10)
 
@@ -32,3 +33,16 @@ def test_kv_reads_grow_with_the_context():
     small = rollout_roofline(TINY, 10 ** 6, 1, 1, 4, 1e12, 1e30)
     big = rollout_roofline(TINY, 10 ** 6, 256, 4096, 512, 1e12, 1e30)
     assert small["weights_share"] > 0.99 and big["kv_share"] > big["weights_share"]
+
+
+def test_markdown_rows_with_and_without_the_reference():
+    base = {"model": "qwen2.5-0.5b-shape", "case": "rollout", "batch": 64, "prompt_len": 256, "new_tokens": 512,
+            "temperature": 1.0, "ours_tok_s": 40000.4, "ours_mem_gib": 1.5, "roofline_fraction": 0.234,
+            "roofline_tok_s": 170700.0}
+    with_ref = {**base, "transformers_tok_s": 3401.0, "ratio": 11.76, "transformers_mem_gib": 2.25}
+    lines = markdown([with_ref, base]).splitlines()
+    assert len(lines) == 4 and all(line.count("|") == 13 for line in lines)
+    assert lines[2] == ("| qwen2.5-0.5b-shape | rollout b64 p256 n512 T1 | 40000 | 3401 | 11.8x |  |  |  |  | "
+                        "23 % of 170700 | 1.50 | 2.25 |")
+    assert lines[3] == ("| qwen2.5-0.5b-shape | rollout b64 p256 n512 T1 | 40000 | - | - |  |  |  |  | "
+                        "23 % of 170700 | 1.50 | - |")
