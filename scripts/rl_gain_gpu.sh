@@ -4,6 +4,8 @@
 # MINUTES, then bench.rl_gain scores raw / zero-shot / RL on val and test and appends one JSON line
 # to bench/results/<name>.jsonl. At most PARALLEL (default 4) runs at a time; the rest wait.
 #   bash scripts/rl_gain_gpu.sh [MINUTES [RUN ...]]   # default 12, every run; logs in runs/rl_gain/<run>.log
+#   bash scripts/rl_gain_gpu.sh 12 scifact_edit scifact_edit+rl.seed=1   # RUN+KEY=VALUE[+...]: a recipe
+#                                                      # with config overrides of its own (another seed)
 # Recipes per task; the one to report is chosen by its val score (bench/results/*.jsonl hold
 # them all), never by test:
 #   scifact_rl     scifact_think: the paper's SciFact prompt and reward (think, then query);
@@ -31,7 +33,9 @@ export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 scifact=configs/scifact_smollm2_gpu.toml edit=configs/scifact_best_edit_smollm2.toml literature=configs/literature_scifact_smollm2.toml
 sql=configs/spider_crossdb_smollm2.toml
 for out in "${runs[@]}"; do
-  case "$out" in
+  IFS=+ read -r -a extra <<< "$out"            # "scifact_edit+rl.seed=1" -> scifact_edit, rl.seed=1
+  recipe="${extra[0]}" extra=("${extra[@]:1}")
+  case "$recipe" in
     scifact_think)     set -- scifact_rl "$scifact" ;;
     scifact_expand)    set -- scifact_rl "$scifact" task.reasoning=false task.query_mode=expand \
                               rl.sampling.max_new_tokens=64 run.eval_max_new_tokens=64 ;;
@@ -47,8 +51,9 @@ for out in "${runs[@]}"; do
     sql_partial)       set -- sql_rl "$sql" task.sql_reward=partial ;;
     sql_sft)           set -- sql_rl "$sql" --cold-start gold ;;
     sql_sft_long)      set -- sql_rl "$sql" --cold-start gold sft.epochs=6 sft.optim.lr=1e-4 ;;
-    *) echo "unknown run $out" >&2; exit 2 ;;
+    *) echo "unknown run $recipe" >&2; exit 2 ;;
   esac
+  set -- "$@" "${extra[@]}"
   name="$1" config="$2"; shift 2
   while [ "$(jobs -rp | wc -l)" -ge "${PARALLEL:-4}" ]; do wait -n; done
   "$py" -m bench.rl_gain --config "$config" --name "$name" --minutes "$minutes" --out "runs/rl_gain/$out" "$@" \
