@@ -13,8 +13,7 @@
 #                  scifact_lora: LoRA rank 16; scifact_sft: a cold start (the claims answered in
 #                  the format, one epoch) before GRPO; scifact_edit / scifact_edit_expand: the
 #                  query alone, a cold start on the best single-word edit of each training claim
-#                  by the reward, then GRPO, as rewrite / as expansion (configs/scifact_best_edit_smollm2.toml);
-#                  scifact_edit_lr2: scifact_edit at twice the RL learning rate
+#                  by the reward, then GRPO, as rewrite / as expansion (configs/scifact_best_edit_smollm2.toml)
 #   literature_rl  literature_answer: the Boolean query alone; literature_think: think, then query
 #   sql_rl         sql_reference: the SQL alone, the paper's Spider reward; sql_partial: with
 #                  bird.py's 0.3 for SQL that runs; sql_sft / sql_sft_long: a cold start on the
@@ -25,7 +24,7 @@ cd "$(dirname "$0")/.."
 minutes="${1:-12}"
 shift $(( $# > 0 ? 1 : 0 ))
 runs=("$@")
-[ ${#runs[@]} -gt 0 ] || runs=(scifact_think scifact_expand scifact_lora scifact_sft scifact_edit scifact_edit_expand scifact_edit_lr2 literature_answer
+[ ${#runs[@]} -gt 0 ] || runs=(scifact_think scifact_expand scifact_lora scifact_sft scifact_edit scifact_edit_expand literature_answer
                                literature_think sql_reference sql_partial sql_sft sql_sft_long)
 mkdir -p runs/rl_gain
 export OMP_NUM_THREADS=2                     # the runs share the machine's cores
@@ -43,7 +42,6 @@ for out in "${runs[@]}"; do
     scifact_sft)       set -- scifact_rl "$scifact" --cold-start gold sft.micro_batch_size=16 ;;
     scifact_edit)      set -- scifact_rl "$edit" --cold-start best_edit ;;
     scifact_edit_expand) set -- scifact_rl "$edit" --cold-start best_edit task.query_mode=expand ;;
-    scifact_edit_lr2)  set -- scifact_rl "$edit" --cold-start best_edit rl.actor_optim.lr=2e-5 ;;
     literature_answer) set -- literature_rl "$literature" ;;
     literature_think)  set -- literature_rl "$literature" task.reasoning=true \
                               rl.sampling.max_new_tokens=256 run.eval_max_new_tokens=256 ;;
