@@ -282,10 +282,11 @@ def markdown(rows: list[dict]) -> str:
         loop = r.get("compiled_loop_tok_s", r.get("compiled_loop", ""))
         roof = f"{100 * r['roofline_fraction']:.0f} % of {r['roofline_tok_s']:.0f}" if "roofline_fraction" in r else ""
         hf = (f"{r['transformers_tok_s']:.0f} | {r['ratio']:.1f}x" if "ratio" in r else "- | -")
+        hf_mem = f"{r['transformers_mem_gib']:.2f}" if "transformers_mem_gib" in r else "-"
         lines.append(f"| {r['model']} | {r['case']} b{r['batch']} p{r['prompt_len']} n{r['new_tokens']} "
                      f"T{r['temperature']:g} | {r['ours_tok_s']:.0f} | {hf} | {compiled} | "
                      f"{r.get('ratio_transformers_compiled', '')} | {loop} | {r.get('ratio_compiled_loop', '')} | "
-                     f"{roof} | {r['ours_mem_gib']:.2f} | {r.get('transformers_mem_gib', '-')} |")
+                     f"{roof} | {r['ours_mem_gib']:.2f} | {hf_mem} |")
     return "\n".join(lines)
 
 

@@ -39,7 +39,7 @@ def test_markdown_rows_with_and_without_the_reference():
     base = {"model": "qwen2.5-0.5b-shape", "case": "rollout", "batch": 64, "prompt_len": 256, "new_tokens": 512,
             "temperature": 1.0, "ours_tok_s": 40000.4, "ours_mem_gib": 1.5, "roofline_fraction": 0.234,
             "roofline_tok_s": 170700.0}
-    with_ref = {**base, "transformers_tok_s": 3401.0, "ratio": 11.76, "transformers_mem_gib": 2.25}
+    with_ref = {**base, "transformers_tok_s": 3401.0, "ratio": 11.76, "transformers_mem_gib": 2.253}
     lines = markdown([with_ref, base]).splitlines()
     assert len(lines) == 4 and all(line.count("|") == 13 for line in lines)
     assert lines[2] == ("| qwen2.5-0.5b-shape | rollout b64 p256 n512 T1 | 40000 | 3401 | 11.8x |  |  |  |  | "
