@@ -32,11 +32,11 @@ from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
 
 @triton.jit
 def _attention_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_ptr,
-                  stride_qb, stride_qh, stride_kb, stride_kh, stride_ks,
-                  stride_vb, stride_vh, stride_vs, stride_ob, stride_oh, stride_os,
-                  stride_lb, stride_lh, qk_scale_log2, G: tl.constexpr, D: tl.constexpr,
-                  BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                  USE_PDL: tl.constexpr):
+                            stride_qb, stride_qh, stride_kb, stride_kh, stride_ks,
+                            stride_vb, stride_vh, stride_vs, stride_ob, stride_oh, stride_os,
+                            stride_lb, stride_lh, qk_scale_log2, G: tl.constexpr, D: tl.constexpr,
+                            BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                            USE_PDL: tl.constexpr):
     wait_for_previous(USE_PDL)
     b = tl.program_id(0).to(tl.int64)
     h_kv = tl.program_id(1)
@@ -86,8 +86,8 @@ def _attention_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_
 
 @triton.jit
 def _attention_reduce_kernel(o_part_ptr, lse_ptr, out_ptr, stride_pb, stride_ph, stride_ps,
-                   stride_lb, stride_lh, stride_ob, stride_oh,
-                   D: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr):
+                             stride_lb, stride_lh, stride_ob, stride_oh,
+                             D: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr):
     wait_for_previous(USE_PDL)
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)

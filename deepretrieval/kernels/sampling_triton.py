@@ -37,7 +37,7 @@ def _merge(m, s, best, tok, z_at):
 
 @triton.jit
 def _sample_split_kernel(logits_ptr, u_ptr, part_ptr, tok_ptr, stride_lb, stride_ub, V, chunk,
-                  temperature, GREEDY: tl.constexpr, BLOCK_V: tl.constexpr, USE_PDL: tl.constexpr):
+                         temperature, GREEDY: tl.constexpr, BLOCK_V: tl.constexpr, USE_PDL: tl.constexpr):
     wait_for_previous(USE_PDL)
     b = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)

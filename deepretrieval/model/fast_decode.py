@@ -66,11 +66,12 @@ from deepretrieval.model.kv_cache import KVCache
 from deepretrieval.model.transformer import Attention, RMSNorm, Transformer
 
 SEQ_ROUND = 128          # cache slots are rounded up to a multiple of this, so calls can share a graph
-# Decode steps of at most this many rows run the fused kernels (`_layers_fused`); more rows run
-# cuBLAS matmuls with the small kernels between them. 16 until the fused path at 64 rows is measured
+# Decode steps of at most this many rows run the fused kernels (`_layers_fused`: norm, bias,
+# SiLU-gate and residual folded into the projections, 6-7 launches a layer); more rows run cuBLAS
+# matmuls with the small kernels between them. 16 until the fused path at 64 rows is measured
 # on a GPU against it: `DEEPRETRIEVAL_FUSED_ROWS=64 python -m bench.fast_generate --cases rollout --ours-only`.
 FUSED_ROWS = min(int(os.environ.get("DEEPRETRIEVAL_FUSED_ROWS", "16")), FUSED_KERNEL_MAX_ROWS)
-PREFILL_GRAPH_MAX_ROWS = 16     # prefills captured in a graph; larger ones keep the GPU busy while the host launches
+PREFILL_GRAPH_MAX_ROWS = 16     # prefills captured in a graph; larger ones keep the GPU busy anyway
 _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> FastDecoder
 
 
@@ -206,8 +207,6 @@ class FastDecoder:
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)            # the slot the next step writes
         self.uniform = (None if params.temperature == 0 else
                         torch.zeros(rows, cfg.vocab_size, dtype=torch.float32, device=dev))   # [B, V]
-        # a few rows: fused projection kernels (norm, bias, SiLU-gate, residual folded in), 6-7
-        # launches a layer; more rows: cuBLAS matmuls with the small kernels between them
         self.fused = rows <= FUSED_ROWS and not cfg.qk_norm
         self.use_graph = cuda_graphs and dev.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
