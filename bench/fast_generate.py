@@ -5,8 +5,6 @@
     python -m bench.fast_generate --no-cuda-graphs         # our kernels without the CUDA graph
     python -m bench.fast_generate --no-pdl                 # without programmatic dependent launch
     python -m bench.fast_generate --cases rollout --profile --ours-only   # where a rollout's GPU time goes
-    DEEPRETRIEVAL_FUSED_ROWS=64 python -m bench.fast_generate --cases rollout --ours-only
-                                                           # batch 64 through the fused kernels
 
 Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sides.
   latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours and of three references:
@@ -236,7 +234,7 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
         rec = {"model": name, "case": case_name, **case, "dtype": "bfloat16",
                "transformers": transformers.__version__, "torch": torch.__version__,
                "ours_tok_s": round(o["tok_s"], 1), "pdl": use_pdl(torch.device("cuda")),
-               "fused_rows": fast_decode.FUSED_ROWS, "ours_mem_gib": o["mem_gib"],
+               "ours_mem_gib": o["mem_gib"],
                "weights_gib": round(weight_bytes / GiB, 3),
                **{k: o[k] for k in ("cuda_graphs", "first_call_s", "graph_error") if k in o}}
         if not args.ours_only:
@@ -302,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-compiled", action="store_true", help="skip both compiled transformers references")
     parser.add_argument("--ours-only", action="store_true",
                         help="time ours alone (no transformers, no ratio): to compare our own settings, "
-                             "e.g. DEEPRETRIEVAL_FUSED_ROWS=64 against the default")
+                             "e.g. --no-pdl against the default")
     parser.add_argument("--profile", action="store_true",
                         help="after timing, profile one more call of ours per case: GPU time by kernel")
     parser.add_argument("--compiled-budget-s", type=float, default=100.0,

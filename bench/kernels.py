@@ -265,7 +265,7 @@ CASES = {
     "qkv_rope_cache": lambda: (_qkv_rope_cache_case(*c) for c in (("0.5B", 1), ("3B", 1), ("3B", 16))),
     "record_step": lambda: (_record_step_case(B) for B in (1, 64, 128)),
     "fused_linear": lambda: (_fused_linear_case(model, rows, call) for model in MODELS
-                             for rows in ((1,) if SWEEP else (1, 16, 64))
+                             for rows in ((1,) if SWEEP else (1, 16))
                              for call in ("qkv", "o", "gate_up", "down", "head")),
     "logit_stats": lambda: (_logit_stats_case(w) for w in ("stats", "grad")),
 }

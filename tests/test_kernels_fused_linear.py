@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
-from deepretrieval.kernels.fused_linear import MAX_ROWS, fused_linear, fused_linear_reference  # noqa: E402
+from deepretrieval.kernels.fused_linear import fused_linear, fused_linear_reference  # noqa: E402
 from deepretrieval.kernels.fused_linear_triton import LinearConfig, fused_linear_triton  # noqa: E402
 from deepretrieval.kernels.rmsnorm import rmsnorm_reference  # noqa: E402
 
@@ -65,7 +65,7 @@ def test_reference_equals_the_unfused_layer_ops():
     assert torch.equal(got, F.linear(rmsnorm_reference(x, kw["norm_weight"], EPS), ws[0]).float())
 
 
-@pytest.mark.parametrize("rows", [1, 3, 40])          # 40 rows: padded to a 64-row tile
+@pytest.mark.parametrize("rows", [1, 3])
 @pytest.mark.parametrize("name", ["qkv+norm+bias", "o+residual", "gate_up+norm+silu", "down+residual",
                                   "head+norm+fp32"])
 def test_triton_equals_reference_fp32_small(name, rows):
@@ -80,8 +80,8 @@ def test_triton_equals_reference_fp32_small(name, rows):
 
 def test_triton_rejects_what_it_cannot_run():
     (x, ws, bs), kw = layer_cases(2, 32, 48, 32, 16, 100, torch.float32, DEVICE)["qkv+norm+bias"]
-    with pytest.raises(ValueError, match=f"at most {MAX_ROWS} rows"):
-        fused_linear_triton(x.repeat(MAX_ROWS // 2 + 1, 1), ws, bs, **kw)
+    with pytest.raises(ValueError, match="at most 16 rows"):
+        fused_linear_triton(x.repeat(9, 1), ws, bs, **kw)
     with pytest.raises(ValueError, match="does not fit"):
         fused_linear_triton(x[:, :16], ws, bs, **kw)
     with pytest.raises(ValueError, match="exactly 2 with silu_mul"):
@@ -110,7 +110,7 @@ def _fp64(args, kw):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("rows", [1, 2, 16, 64])
+@pytest.mark.parametrize("rows", [1, 2, 16])
 @pytest.mark.parametrize("shape", ["0.5b", "3b"])
 def test_triton_equals_reference_gpu(shape, rows, dtype):
     dims = {"0.5b": (896, 4864, 14 * 64, 2 * 64), "3b": (2048, 11008, 16 * 128, 2 * 128)}[shape]

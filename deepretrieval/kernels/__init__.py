@@ -13,7 +13,7 @@ Every kernel comes as three functions with one signature:
     rope_cache        rope of one decode token's q and k, k and v written into the KV cache
     qkv_rope_cache    fused_linear's q/k/v projection and rope_cache in one kernel (one decode row)
     decode_attention  one new token against the static KV cache, GQA, split-K (flash-decoding)
-    fused_linear      decode GEMV (<= 64 rows): RMSNorm before, bias / SiLU-gate / residual after,
+    fused_linear      decode GEMV (<= 16 rows): RMSNorm before, bias / SiLU-gate / residual after,
                       q, k, v (or gate, up) in one launch
     sample            greedy / temperature / top-k / top-p sampling with no host sync
     record_step       the end of a decode step: record the samples, mark stopped rows, bump counters

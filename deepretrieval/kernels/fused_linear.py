@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from deepretrieval.kernels import use_triton
 from deepretrieval.kernels.rmsnorm import rmsnorm_reference
 
-MAX_ROWS = 64          # the Triton kernel's batch limit; larger batches are matmuls, for cuBLAS
+MAX_ROWS = 16          # the Triton kernel's batch limit; larger batches are matmuls, for cuBLAS
 
 
 def check_fused_linear_args(x, weights, biases, norm_weight, residual, silu_mul) -> None:

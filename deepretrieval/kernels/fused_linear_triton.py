@@ -11,8 +11,8 @@ Launched with programmatic dependent launch on Hopper (kernels/pdl_triton.py), a
 its first weight chunk while the kernel before it is still finishing.
 
 One row (batch-1 latency) multiplies in fp32 on the CUDA cores and reduces along K; more rows use
-`tl.dot` with the rows padded to a power of 2 of at least 16 (tensor cores, fp32 accumulation),
-in fp32 under the CPU interpreter, whose bf16 dot is wrong.
+`tl.dot` with the rows padded to 16 (tensor cores, fp32 accumulation), in fp32 under the CPU
+interpreter, whose bf16 dot is wrong.
 """
 from __future__ import annotations
 
@@ -43,15 +43,12 @@ def default_config(rows: int, K: int, weights_per_column: int = 1) -> LinearConf
     Qwen2.5-0.5B and 3B projections, with the double-buffered loop and PDL). One row: K-chunks of
     up to 2,048 and as many columns (at most 4) as keep a chunk at CHUNK_ELEMENTS weights, where a
     gate/up pair (`weights_per_column` 2) counts twice; 8 warps where K takes several chunks (the
-    down projections). More rows: tl.dot's tiles of 16 to 64 rows (untuned guesses beyond 16)."""
+    down projections). More rows: tl.dot's 16-row tiles."""
     if rows == 1:
         block_k = min(2048, triton.next_power_of_2(K))
         block_n = max(1, min(4, CHUNK_ELEMENTS // (block_k * weights_per_column)))
         return LinearConfig(block_n=block_n, block_k=block_k, num_warps=8 if K > block_k else 4)
-    # beyond 16 rows (the RL rollout's 64) a program holds a [64, block_k] fp32 x chunk: half the
-    # K-chunk keeps it at 32 KB of registers
-    max_k = 256 if rows <= 16 else 128
-    return LinearConfig(block_n=32, block_k=min(max_k, max(16, triton.next_power_of_2(K))))
+    return LinearConfig(block_n=32, block_k=min(256, max(16, triton.next_power_of_2(K))))
 
 
 @triton.jit
@@ -208,13 +205,12 @@ def check_launch_args(x: torch.Tensor, weights, biases, who: str) -> bool:
 
 def launch_options(x: torch.Tensor, config: LinearConfig, who: str) -> dict:
     """The block constexprs and launch options of a `_project` kernel for x [B, K] under `config`:
-    one row on the CUDA cores, more rows through tl.dot (the rows padded to 16, 32 or 64: tensor
-    cores need 16; fp32 dots under the CPU interpreter, whose bf16 dot is wrong)."""
+    one row on the CUDA cores, more rows through tl.dot (16-row tiles; fp32 dots under the CPU
+    interpreter, whose bf16 dot is wrong)."""
     B = x.shape[0]
     if B > 1 and config.block_n < 16:
         raise ValueError(f"{who}: block_n {config.block_n} < 16 with {B} rows (tl.dot needs 16)")
-    return dict(BLOCK_B=1 if B == 1 else max(16, triton.next_power_of_2(B)), BLOCK_N=config.block_n,
-                BLOCK_K=config.block_k, USE_DOT=B > 1,
+    return dict(BLOCK_B=1 if B == 1 else 16, BLOCK_N=config.block_n, BLOCK_K=config.block_k, USE_DOT=B > 1,
                 DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
                 num_warps=config.num_warps, num_stages=config.num_stages)
 

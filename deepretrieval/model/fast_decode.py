@@ -12,8 +12,7 @@ One decode step (`FastDecoder._body`: one token per row, static shapes):
   RMSNorm + residual, SwiGLU -> final norm -> LM head -> fused sampling from a static noise
   buffer -> the sampler's `StepOutputs.record`, which in the same launch makes the samples the next
   input and bumps `slot`, `kv_end`, `positions` in place (kernels/record_step.py).
-  At most `FUSED_ROWS` rows (16; the kernels take up to 64, DEEPRETRIEVAL_FUSED_ROWS=64 sends the
-  RL rollout's 64 rows through them, to compare), the layer is 7 kernels:
+  At most `deepretrieval.kernels.fused_linear.MAX_ROWS` (16) rows, the layer is 7 kernels:
   the projections are fused GEMVs that fold in the RMSNorm before them and the bias, SiLU-gate and
   residual add after them, then RoPE + cache write, the attention's split and reduce
   (`_layers_fused`); at one row the qkv GEMV also does the RoPE and the cache write
@@ -49,7 +48,6 @@ kernels overlap through programmatic dependent launch (kernels/pdl_triton.py).
 """
 from __future__ import annotations
 
-import os
 import weakref
 from typing import Callable, NamedTuple
 
@@ -57,7 +55,7 @@ import torch
 
 from deepretrieval.kernels import use_pdl
 from deepretrieval.kernels.decode_attention import decode_attention, kv_range_from_mask
-from deepretrieval.kernels.fused_linear import MAX_ROWS as FUSED_KERNEL_MAX_ROWS, fused_linear
+from deepretrieval.kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS, fused_linear
 from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache
 from deepretrieval.kernels.rmsnorm import rmsnorm
 from deepretrieval.kernels.rope_cache import rope_cache
@@ -66,11 +64,6 @@ from deepretrieval.model.kv_cache import KVCache
 from deepretrieval.model.transformer import Attention, RMSNorm, Transformer
 
 SEQ_ROUND = 128          # cache slots are rounded up to a multiple of this, so calls can share a graph
-# Decode steps of at most this many rows run the fused kernels (`_layers_fused`: norm, bias,
-# SiLU-gate and residual folded into the projections, 6-7 launches a layer); more rows run cuBLAS
-# matmuls with the small kernels between them. 16 until the fused path at 64 rows is measured
-# on a GPU against it: `DEEPRETRIEVAL_FUSED_ROWS=64 python -m bench.fast_generate --cases rollout --ours-only`.
-FUSED_ROWS = min(int(os.environ.get("DEEPRETRIEVAL_FUSED_ROWS", "16")), FUSED_KERNEL_MAX_ROWS)
 PREFILL_GRAPH_MAX_ROWS = 16     # prefills captured in a graph; larger ones keep the GPU busy anyway
 _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> FastDecoder
 
@@ -207,7 +200,9 @@ class FastDecoder:
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)            # the slot the next step writes
         self.uniform = (None if params.temperature == 0 else
                         torch.zeros(rows, cfg.vocab_size, dtype=torch.float32, device=dev))   # [B, V]
-        self.fused = rows <= FUSED_ROWS and not cfg.qk_norm
+        # a few rows: fused projection kernels (6-7 launches a layer); more rows: cuBLAS matmuls with
+        # the small kernels between them (the fused kernels at 64 rows were 1.6-1.9x slower: docs/LOG.md)
+        self.fused = rows <= FUSED_MAX_ROWS and not cfg.qk_norm
         self.use_graph = cuda_graphs and dev.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
         self.prefill_graph: PrefillGraph | None = None
