@@ -172,30 +172,33 @@ def hf_compiled(name: str, kind: str, repeats: int, budget_s: float) -> dict:
     return json.loads(lines[-1])
 
 
-def greedy_loop(hf, cache_cls):
-    """gpt-fast's decoding over transformers' model: a static KV cache, the prompt's forward, then
-    one compiled one-token step per new token (argmax inside the graph), no `generate`.
-    Returns run(prompt [1, P] on cuda, new_tokens) -> seconds."""
-    @torch.compile(mode="reduce-overhead", fullgraph=True)
-    def step(token, position, cache):                          # token [1, 1], position [1]
+def greedy_loop(hf, cache, compile_step=None):
+    """gpt-fast's decoding over transformers' model: one static KV cache (`cache`, reset and reused
+    by every call, so the step's graph sees the same buffers), the prompt's forward, then one
+    compiled one-token step per new token (argmax inside the graph) with the position a device
+    tensor advanced in place (no host-to-device copy, hence no wait, between steps), no `generate`.
+    compile_step defaults to torch.compile(mode="reduce-overhead", fullgraph=True).
+    Returns run(prompt [1, P], new_tokens) -> the new tokens [1, new_tokens]."""
+    compile_step = compile_step or (lambda f: torch.compile(f, mode="reduce-overhead", fullgraph=True))
+
+    @compile_step
+    def step(token, position):                                  # token [1, 1], position [1]
         logits = hf(input_ids=token, position_ids=position[None], cache_position=position,
                     past_key_values=cache, use_cache=True).logits
         return logits[:, -1].argmax(-1, keepdim=True)           # [1, 1]
 
-    def run(prompt: torch.Tensor, new_tokens: int) -> float:
-        cache = cache_cls(config=hf.config, max_cache_len=prompt.shape[1] + new_tokens)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    def run(prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
+        cache.reset()
         with torch.no_grad():
             positions = torch.arange(prompt.shape[1], device=prompt.device)
             logits = hf(input_ids=prompt, position_ids=positions[None], cache_position=positions,
                         past_key_values=cache, use_cache=True).logits
-            token = logits[:, -1].argmax(-1, keepdim=True)
-            for i in range(new_tokens - 1):
-                position = torch.tensor([prompt.shape[1] + i], device=prompt.device)
-                token = step(token.clone(), position, cache)
-        torch.cuda.synchronize()
-        return time.perf_counter() - t0
+            tokens = [logits[:, -1].argmax(-1, keepdim=True)]
+            position = positions[-1:] + 1
+            for _ in range(new_tokens - 1):
+                tokens.append(step(tokens[-1], position).clone())   # clone: the graph reuses its output
+                position += 1
+        return torch.cat(tokens, dim=1)
     return run
 
 
@@ -211,9 +214,16 @@ def hf_compiled_child(name: str, kind: str, repeats: int) -> None:
         run = lambda: time_hf(hf, prompts, case["new_tokens"], torch.device("cuda"))   # noqa: E731
     else:
         from transformers import StaticCache
-        loop = greedy_loop(hf, StaticCache)
         prompt = torch.tensor(prompts, device="cuda")
-        run = lambda: loop(prompt, case["new_tokens"])          # noqa: E731
+        cache = StaticCache(config=hf.config, max_cache_len=prompt.shape[1] + case["new_tokens"])
+        loop = greedy_loop(hf, cache)
+
+        def run() -> float:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            loop(prompt, case["new_tokens"])
+            torch.cuda.synchronize()
+            return time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(2):      # compiles (prefill and decode shapes), then records the CUDA graphs
         run()

@@ -1,5 +1,6 @@
 """bench/fast_generate.py on the CPU: the batched-rollout roofline against hand-computed cases, and the
-markdown table with and without the transformers reference (--ours-only)."""
+markdown table with and without the transformers reference (--ours-only), and the compiled greedy
+loop reference against transformers `generate`."""
 from types import SimpleNamespace
 
 import pytest
@@ -46,3 +47,23 @@ def test_markdown_rows_with_and_without_the_reference():
                         "23 % of 170700 | 1.50 | 2.25 |")
     assert lines[3] == ("| qwen2.5-0.5b-shape | rollout b64 p256 n512 T1 | 40000 | - | - |  |  |  |  | "
                         "23 % of 170700 | 1.50 | - |")
+
+
+def test_greedy_loop_reference_equals_transformers_generate():
+    """The gpt-fast style reference (uncompiled here; one cache reused across calls) decodes what
+    transformers' greedy `generate` decodes, twice in a row."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bench.fast_generate import greedy_loop
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(transformers.Qwen2Config(
+        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, initializer_range=1.0)).eval()   # sharp: positions matter
+    prompt = torch.randint(1, 96, (1, 7), generator=torch.Generator().manual_seed(1))
+    cache = transformers.StaticCache(config=hf.config, max_cache_len=7 + 9)
+    run = greedy_loop(hf, cache, compile_step=lambda f: f)
+    with torch.no_grad():
+        want = hf.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=9,
+                           min_new_tokens=9, do_sample=False, pad_token_id=0)[:, 7:]
+    assert torch.equal(run(prompt, 9), want)
+    assert torch.equal(run(prompt, 9), want)      # the reset cache gives the same tokens again
