@@ -92,7 +92,7 @@ def markdown(numbers: dict, metric: str) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="experiment TOML")
     parser.add_argument("--name", default="rl_gain", help="bench/results/<name>.jsonl and <name>/")
@@ -105,7 +105,11 @@ def main(argv: list[str] | None = None) -> None:
                              "(gold SQL / the user's text) or best_edit (the best "
                              "single-word edit of the user's text by the reward)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
-    args = parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)     # KEY=VALUE overrides may come between options
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     extra = ["run.eval_split=val", f"model.device={args.device}"]
     extra += [f"run.out_dir={json.dumps(args.out)}"] if args.out else []
     extra += [f"rl.max_minutes={args.minutes}"] if args.minutes is not None else []

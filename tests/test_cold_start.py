@@ -99,3 +99,8 @@ def test_rl_gain_cold_start_scores_base_sft_and_rl(tmp_path, capsys):
     assert (out / "sft" / "export" / "config.json").is_file() and (out / "export" / "config.json").is_file()
     resolved = json.loads((out / "run_config.json").read_text())
     assert resolved["model"]["name"] == str(out / "sft" / "export")     # RL started from the SFT model
+
+
+def test_rl_gain_takes_overrides_between_options():
+    args = rl_gain.parse_args(["--config", "c.toml", "task.data=/beir", "--no-record", "rl.seed=1", "--minutes", "2"])
+    assert (args.overrides, args.no_record, args.minutes) == (["task.data=/beir", "rl.seed=1"], True, 2.0)
