@@ -115,6 +115,31 @@ def test_fast_sampling_logprobs_match_full_forward(params):
     assert not torch.equal(other.tokens, out.tokens)
 
 
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_many_rows_merged_projections_follow_in_place_weight_changes(family):
+    """More rows than the fused kernels take: q/k/v and gate/up run on merged copies of the
+    weights (biases too for qwen2), refreshed at every call, so an in-place update between two
+    calls (what an optimiser step does) is decoded as the eager path decodes it."""
+    model = tiny(family)
+    prompts = (PROMPTS * 7)[:20]                                   # 20 rows -> bucket 32, unfused
+    params = SamplingParams(max_new_tokens=8, temperature=0.0)
+    logprobs = []
+    for _ in range(2):
+        fast = generate(model, prompts, params, pad_token_id=PAD, fast=True)
+        assert fast_decode._DECODERS[model].merged is not None
+        eager = generate(model, prompts, params, pad_token_id=PAD, fast=False)
+        assert torch.equal(fast.tokens, eager.tokens)
+        assert (fast.logprobs - eager.logprobs).abs().max().item() <= 1e-5
+        logprobs.append(fast.logprobs)
+        with torch.no_grad():                                      # a different model, same tensors
+            for layer in model.layers:
+                layer.attn.wk.weight.mul_(-1.5)
+                layer.mlp.up.weight.mul_(2.0)
+                if layer.attn.wv.bias is not None:
+                    layer.attn.wv.bias.add_(0.5)
+    assert (logprobs[0] - logprobs[1]).abs().max().item() > 1e-2    # the change shows in the output
+
+
 def test_all_rows_stopped_ends_at_the_next_check():
     model = tiny("qwen2")
     first = generate(model, PROMPTS, SamplingParams(max_new_tokens=1, temperature=0.0), pad_token_id=PAD).tokens
@@ -146,18 +171,18 @@ def test_decoder_reuse_and_rebuild():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the gpu tests run the compiled kernels")
 @pytest.mark.parametrize("family,temperature,rows", [("qwen3", 0.0, 3), ("qwen3", 1.0, 3), ("qwen2", 0.0, 3),
-                                                     ("qwen2", 1.0, 3), ("qwen2", 1.0, 1)])
+                                                     ("qwen2", 1.0, 3), ("qwen2", 1.0, 1), ("qwen2", 1.0, 20)])
 def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, rows):
     """The step's calls into the Triton launchers (shapes, strides, dtypes), on CPU in Triton's
     interpreter: the same tokens and log-probs as the step on the PyTorch references. qwen3 (q/k
     norm) takes the unfused layers, qwen2 (biases) the fused ones; one row (head_dim 16) also
-    the one-kernel qkv + RoPE + cache write."""
+    the one-kernel qkv + RoPE + cache write; 20 rows the unfused layers over merged projections."""
     pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
     model = tiny(family)
     params = SamplingParams(max_new_tokens=5, temperature=temperature)
-    prompts = PROMPTS[:rows]
+    prompts = (PROMPTS * 7)[:rows]
     want = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
-    assert fast_decode._DECODERS[model].fused == (family == "qwen2")
+    assert fast_decode._DECODERS[model].fused == (family == "qwen2" and rows <= 16)
     from deepretrieval.kernels import (decode_attention, fused_linear, qkv_rope_cache, record_step, rmsnorm,
                                        rope_cache, sampling)
     for module in (decode_attention, fused_linear, qkv_rope_cache, record_step, rmsnorm, rope_cache, sampling):

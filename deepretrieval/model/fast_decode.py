@@ -16,9 +16,11 @@ One decode step (`FastDecoder._body`: one token per row, static shapes):
   the projections are fused GEMVs that fold in the RMSNorm before them and the bias, SiLU-gate and
   residual add after them, then RoPE + cache write, the attention's split and reduce
   (`_layers_fused`); at one row the qkv GEMV also does the RoPE and the cache write
-  (kernels/qkv_rope_cache.py), 6 kernels. The LM head folds in the final norm. Launch overhead,
-  not bandwidth, is what a decode step of a small model is made of: unfused, a layer is ~14
-  launches (cuBLAS projections with norm, RoPE, SiLU-gate and residual kernels between them).
+  (kernels/qkv_rope_cache.py), 6 kernels. The LM head folds in the final norm. More rows take
+  cuBLAS matmuls with the small kernels between them (`_layers`), 11 launches a layer: q/k/v and
+  gate/up each in one matmul over weights laid side by side (`MergedProjections`, a copy refreshed
+  at the start of every call). Launch overhead, not bandwidth, is what a decode step of a small
+  model is made of.
 Everything that changes between steps is a device tensor that the step advances itself, so on CUDA
 the step is captured once in a CUDA graph and replayed with no host input: the host loop only
 refills the noise from the torch.Generator (outside the graph, so any generator works) and reads
@@ -52,6 +54,7 @@ import weakref
 from typing import Callable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from deepretrieval.kernels import use_pdl
 from deepretrieval.kernels.decode_attention import decode_attention, kv_range_from_mask
@@ -178,6 +181,32 @@ def _capture_prefill(model: Transformer, ids, mask, cache: KVCache, shape) -> tu
     return logits, PrefillGraph(shape, graph, ids, mask, static_logits)
 
 
+class MergedProjections:
+    """Each layer's q/k/v weights (and biases) side by side in one tensor, and its gate/up weights
+    in another, so that `_layers` runs one matmul for each group instead of three and two. They are
+    copies (0.5 GB at Qwen2.5-0.5B, 3.6 GB at 3B), refreshed from the model by `refresh()` at the
+    start of every call: training changes the weights in place between calls."""
+
+    def __init__(self, model: Transformer):
+        self.groups = [group for layer in model.layers
+                       for group in ((layer.attn.wq, layer.attn.wk, layer.attn.wv), (layer.mlp.gate, layer.mlp.up))]
+        self.weights = [torch.cat([lin.weight.detach() for lin in g]) for g in self.groups]   # [sum(out), in]
+        self.biases = [None if g[0].bias is None else torch.cat([lin.bias.detach() for lin in g])
+                       for g in self.groups]
+
+    def refresh(self) -> None:
+        for group, weight, bias in zip(self.groups, self.weights, self.biases):
+            torch.cat([lin.weight.detach() for lin in group], out=weight)
+            if bias is not None:
+                torch.cat([lin.bias.detach() for lin in group], out=bias)
+
+    def qkv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.weights[2 * layer], self.biases[2 * layer]
+
+    def gate_up(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.weights[2 * layer + 1], self.biases[2 * layer + 1]
+
+
 class FastDecoder:
     """Static decode state for `rows` sequences and `max_len` cache slots; see the module docstring.
 
@@ -203,6 +232,7 @@ class FastDecoder:
         # a few rows: fused projection kernels (6-7 launches a layer); more rows: cuBLAS matmuls with
         # the small kernels between them (the fused kernels at 64 rows were 1.6-1.9x slower: docs/LOG.md)
         self.fused = rows <= FUSED_MAX_ROWS and not cfg.qk_norm
+        self.merged = None if self.fused else MergedProjections(model)
         self.use_graph = cuda_graphs and dev.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
         self.prefill_graph: PrefillGraph | None = None
@@ -240,6 +270,8 @@ class FastDecoder:
     def start(self, logits: torch.Tensor, cache: KVCache, generator: torch.Generator | None) -> None:
         """Take the state after the prefill into `cache` and sample the first token from `logits` [B, V]."""
         self.generator = generator
+        if self.merged is not None:
+            self.merged.refresh()
         kv_start, kv_end = kv_range_from_mask(cache.valid)     # left padding: one run of real slots per row
         self.kv_start.copy_(kv_start)
         self.kv_end.copy_(kv_end + 1)                          # the first step's slot is visible to it
@@ -282,14 +314,17 @@ class FastDecoder:
         for i, layer in enumerate(model.layers):
             h, residual = _norm(x, layer.attn_norm, residual)
             attn = layer.attn
-            q, k, v = self._heads(attn, attn.wq(h), attn.wk(h), attn.wv(h))  # [B, H, D], [B, H_kv, D] x2
+            qkv = F.linear(h, *self.merged.qkv(i))                           # [B, (H + 2 H_kv) D]
+            q, k, v = self._heads(attn, *qkv.split([attn.wq.out_features, attn.wk.out_features,
+                                                    attn.wv.out_features], dim=1))   # [B, H, D], [B, H_kv, D] x2
             if attn.q_norm is not None:                                      # Qwen3
                 q = rmsnorm(q, attn.q_norm.weight, attn.q_norm.eps)
                 k = rmsnorm(k, attn.k_norm.weight, attn.k_norm.eps)
             q = rope_cache(q, k, v, self.cos, self.sin, self.positions, self.k[i], self.v[i], self.slot)
             x = attn.wo(self._attend(q, i))                                  # [B, C]
             h, residual = _norm(x, layer.mlp_norm, residual)
-            x = layer.mlp(h)
+            gate, up = F.linear(h, *self.merged.gate_up(i)).chunk(2, dim=1)  # [B, F] x2
+            x = layer.mlp.down(F.silu(gate) * up)                            # [B, C]
         h, _ = _norm(x, model.norm, residual)
         return model.logits(h)
 
