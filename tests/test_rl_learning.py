@@ -107,3 +107,26 @@ def test_max_minutes_stops_after_the_step_and_checkpoints(tmp_path):
     trainer.fit()
     assert trainer.step == 1
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000001"]
+
+
+def test_max_minutes_counts_the_time_before_a_resume(tmp_path, monkeypatch):
+    """A run killed after 30 s of a 60 s budget trains 30 s more when resumed, not 60: the
+    checkpoint keeps the training time (the clock here advances 10 s at every reading: once as
+    the loop starts, then once a step)."""
+    from deepretrieval.rl import trainer as trainer_module
+    now = [0.0]
+
+    def clock():
+        now[0] += 10.0
+        return now[0]
+    monkeypatch.setattr(trainer_module, "_clock", clock)
+
+    def run(max_minutes: float, resume: bool) -> Trainer:
+        cfg = toy_config("grpo", total_steps=50, max_minutes=max_minutes, checkpoint_every=100)
+        trainer = Trainer(cfg, tiny_model(0), CharTokenizer(), TargetCharTask(), tmp_path, device="cpu")
+        trainer.fit(resume=resume)
+        return trainer
+
+    assert run(0.5, resume=False).step == 3              # 30 s: stopped and checkpointed at step 3
+    resumed = run(1.0, resume=True)
+    assert resumed.step == 6 and resumed.train_seconds == 60.0

@@ -110,7 +110,8 @@ class RLConfig:
     seed: int = 0
     total_steps: int = 100
     max_minutes: float = 0.0       # wall-clock budget of the loop (0 = none): stop after the step
-                                   # that uses it up (checkpointed like the last step)
+                                   # that uses it up (checkpointed like the last step); a
+                                   # resumed run counts the time before it (in the checkpoint)
     prompts_per_step: int = 64
     group_size: int = 8
     mini_batch_prompts: int = 16

@@ -69,6 +69,7 @@ from deepretrieval.rl.trackers import Trackers, check_available
 from deepretrieval.rl.train_state import policy_state, restore_policy_state
 
 StepCallback = Callable[[int, dict[str, float]], None]
+_clock = time.monotonic                      # rl.max_minutes' clock (a test advances it by hand)
 
 
 class Trainer:
@@ -113,6 +114,7 @@ class Trainer:
         self.stream = PromptStream(len(self.prompts), cfg.seed)
         self.pool = RewardPool(task.reward, cfg.reward_workers, cfg.reward_pool)
         self.step = 0
+        self.train_seconds = 0.0            # training wall time so far, a resumed run's included
         self.ckpt_dir = self.run_dir / "checkpoints"
         self._last_samples: list[Sample] = []
 
@@ -377,6 +379,7 @@ class Trainer:
         payload = policy_state(self.actor, self.actor_opt, self.actor_sched, self.stream, self.step,
                                self.cfg.to_dict(), self.dist)
         payload.update(self.algo.state_dict())        # PPO's critic: "critic", "critic_optim", ...
+        payload["train_seconds"] = self.train_seconds
         if self.dist.is_main:
             ckpt.save_checkpoint(self.ckpt_dir, self.step, payload, self.cfg.keep_checkpoints)
         if self.dist.distributed:
@@ -392,6 +395,7 @@ class Trainer:
         self.step = restore_policy_state(payload, self.actor, self.actor_opt, self.actor_sched,
                                          self.stream, self.dist)
         self.algo.load_state_dict(payload)
+        self.train_seconds = payload.get("train_seconds", 0.0)   # absent from older checkpoints
         self._sync_rollout_model()
         return True
 
@@ -417,17 +421,18 @@ class Trainer:
         trackers = Trackers(self.run_dir, cfg.tensorboard, cfg.wandb_project, run_info,
                             start_step=self.step, enabled=self.dist.is_main)
         metrics: dict[str, float] = {}
-        started = time.monotonic()
+        started = _clock() - self.train_seconds      # resumed: max_minutes counts the time before
         try:
             while self.step < cfg.total_steps:
                 metrics = self.train_step()
+                self.train_seconds = _clock() - started
                 log.metrics(self.step, metrics)
                 trackers.log(self.step, metrics)
                 log.rollouts(self.step, [self._rollout_row(s)
                                          for s in self._last_samples[:cfg.log_rollouts]])
                 # rank 0's clock decides, so every rank stops after the same step
                 out_of_time = cfg.max_minutes > 0 and broadcast_object(
-                    time.monotonic() - started >= 60 * cfg.max_minutes)
+                    self.train_seconds >= 60 * cfg.max_minutes)
                 if (self.step % cfg.checkpoint_every == 0 or self.step == cfg.total_steps
                         or out_of_time):
                     self.save()
