@@ -8,6 +8,7 @@ paired bootstrap intervals of the differences.
     python -m bench.rl_gain --config configs/spider_crossdb_smollm2.toml --name sql_rl --cold-start gold
     python -m bench.rl_gain --config configs/scifact_smollm2_gpu.toml task.data=/my/beir/folder --name my_rl
     python -m bench.rl_gain --config FILE --no-record --device cpu --out /tmp/x rl.total_steps=1 ...  # smoke
+    python -m bench.rl_gain ... --resume       # the same command after a kill: on from the checkpoints
 
 The config's own settings are used with `run.eval_split = "val"`: training evaluates raw and
 zero-shot on val before it starts and the RL model after it ends (the numbers to choose a recipe
@@ -41,8 +42,9 @@ from pathlib import Path
 
 from bench.results_log import RESULTS_DIR, append_result, device_name
 from deepretrieval.evaluation import evaluate_variants
-from deepretrieval.policy import EXPORT, load_policy
+from deepretrieval.policy import CHECKPOINTS, EXPORT, load_policy
 from deepretrieval.report import by_variant, plot_curves
+from deepretrieval.rl.checkpoint import latest_checkpoint
 from deepretrieval.rl.run_logging import METRICS
 from deepretrieval.retrieval.metrics import paired_bootstrap_ci
 from deepretrieval.run_config import load_config
@@ -104,6 +106,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="SFT on the train split's answers ([sft] settings) before RL: gold "
                              "(gold SQL / the user's text) or best_edit (the best "
                              "single-word edit of the user's text by the reward)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed run in its run folder: the cold start and RL each go on "
+                             "from their newest checkpoint (a part without one starts anew); "
+                             "rl.max_minutes counts the training time before the kill")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     return parser.parse_intermixed_args(argv)     # KEY=VALUE overrides may come between options
 
@@ -117,10 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(cfg.run.out_dir)
     base_model = cfg.model.name
     t0 = time.perf_counter()
-    sft_export = cold_start(cfg, out / "sft", args.cold_start) if args.cold_start else None
+    sft_export = cold_start(cfg, out / "sft", args.cold_start, args.resume) if args.cold_start else None
     if sft_export is not None:
         cfg = load_config(args.config, list(args.overrides) + extra + [f"model.name={json.dumps(str(sft_export))}"])
-    result = train_run(cfg, out)
+    result = train_run(cfg, out, resume=args.resume and latest_checkpoint(out / CHECKPOINTS) is not None)
     train_s = time.perf_counter() - t0
 
     task = build_eval_task(cfg)
@@ -157,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
               f"({cfg.task.data})", "", "```", command, "```", "",
               f"- {result.steps} RL steps in {train_s / 60:.1f} min (training{', the cold start' if sft_export else ''}"
               f" and val evaluations), "
-              f"{wall / 60:.1f} min in all on {device_name()}; {result.train_prompts} training examples",
+              f"{wall / 60:.1f} min in all on {device_name()}{' since the resume' if args.resume else ''}; "
+              f"{result.train_prompts} training examples",
               f"- metric: {metric} on every example of each split; greedy decoding, at most "
               f"{cfg.run.eval_max_new_tokens} new tokens", "", *markdown(numbers, metric), "",
               *[f"![{p.stem}]({p.name})" for p in curves]]
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.copy(path, folder / path.name)
     append_result(args.name, {"metric": metric, **numbers["test"], "val": numbers["val"],
                               "base_model": base_model, "cold_start": args.cold_start,
-                              "steps": result.steps, "train_minutes": round(train_s / 60, 2),
+                              "steps": result.steps, "train_minutes": round(train_s / 60, 2), "resumed": args.resume,
                               "minutes": round(wall / 60, 2), "command": command, "config": cfg.to_dict()})
 
 
