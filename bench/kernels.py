@@ -4,7 +4,8 @@ without the kernel), and against the HBM bandwidth measured in the same run.
 
     python -m bench.kernels                          # all kernels
     python -m bench.kernels --only decode_attention  # one or more of: rmsnorm rope rope_cache qkv_rope_cache
-                                                     #   decode_attention sample fused_linear record_step logit_stats
+                                                     #   decode_attention sample fused_linear silu_mul
+                                                     #   record_step logit_stats
     python -m bench.kernels --only fused_linear --sweep   # + every block config, to tune the defaults
 
 Every time is a CUDA-graph replay of many calls (triton.testing.do_bench_cudagraph), so Python
@@ -28,7 +29,7 @@ from bench.results_log import append_result
 
 DEVICE = torch.device("cuda")
 KERNELS = ("rmsnorm", "rope", "rope_cache", "qkv_rope_cache", "decode_attention", "sample", "fused_linear",
-           "record_step", "logit_stats")
+           "silu_mul", "record_step", "logit_stats")
 QWEN_VOCAB = 151_936
 MODELS = {"0.5B": dict(hidden=896, H_q=14, H_kv=2, D=64, ffn=4864),
           "3B": dict(hidden=2048, H_q=16, H_kv=2, D=128, ffn=11008)}
@@ -72,6 +73,15 @@ def _rmsnorm_case(model: str, rows: int) -> Case:
     return Case("rmsnorm", f"{model} rows={rows} fused residual", dict(rows=rows, hidden=N),
                 _nbytes(x, r, w) + 2 * _nbytes(x),
                 lambda: rmsnorm_triton(x, w, 1e-6, r), lambda: rmsnorm_reference(x, w, 1e-6, r), {})
+
+
+def _silu_mul_case(model: str, rows: int) -> Case:
+    from deepretrieval.kernels.silu_mul import silu_mul_reference
+    from deepretrieval.kernels.silu_mul_triton import silu_mul_triton
+    F_ = MODELS[model]["ffn"]
+    gate, up = torch.randn(rows, 2 * F_, device=DEVICE, dtype=torch.bfloat16).chunk(2, dim=1)   # views
+    return Case("silu_mul", f"{model} rows={rows}", dict(rows=rows, ffn=F_), 3 * _nbytes(gate),
+                lambda: silu_mul_triton(gate, up), lambda: silu_mul_reference(gate, up), {})
 
 
 def _rope_case(model: str, B: int, T: int) -> Case:
@@ -263,6 +273,7 @@ CASES = {
     "sample": lambda: (_sample_case(*c) for c in ((1, 1.0), (64, 1.0), (128, 1.0), (64, 0.0))),
     "rope_cache": lambda: (_rope_cache_case(*c) for c in (("0.5B", 1), ("3B", 1), ("3B", 64))),
     "qkv_rope_cache": lambda: (_qkv_rope_cache_case(*c) for c in (("0.5B", 1), ("3B", 1), ("3B", 16))),
+    "silu_mul": lambda: (_silu_mul_case(*c) for c in (("0.5B", 64), ("3B", 64), ("3B", 256))),
     "record_step": lambda: (_record_step_case(B) for B in (1, 64, 128)),
     "fused_linear": lambda: (_fused_linear_case(model, rows, call) for model in MODELS
                              for rows in ((1,) if SWEEP else (1, 16))

@@ -184,8 +184,9 @@ def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, 
     want = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
     assert fast_decode._DECODERS[model].fused == (family == "qwen2" and rows <= 16)
     from deepretrieval.kernels import (decode_attention, fused_linear, qkv_rope_cache, record_step, rmsnorm,
-                                       rope_cache, sampling)
-    for module in (decode_attention, fused_linear, qkv_rope_cache, record_step, rmsnorm, rope_cache, sampling):
+                                       rope_cache, sampling, silu_mul)
+    for module in (decode_attention, fused_linear, qkv_rope_cache, record_step, rmsnorm, rope_cache, sampling,
+                   silu_mul):
         monkeypatch.setattr(module, "use_triton", lambda *tensors: True)
     got = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
     assert torch.equal(got.tokens, want.tokens)

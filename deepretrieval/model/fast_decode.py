@@ -17,9 +17,9 @@ One decode step (`FastDecoder._body`: one token per row, static shapes):
   residual add after them, then RoPE + cache write, the attention's split and reduce
   (`_layers_fused`); at one row the qkv GEMV also does the RoPE and the cache write
   (kernels/qkv_rope_cache.py), 6 kernels. The LM head folds in the final norm. More rows take
-  cuBLAS matmuls with the small kernels between them (`_layers`), 11 launches a layer: q/k/v and
+  cuBLAS matmuls with the small kernels between them (`_layers`), 10 launches a layer: q/k/v and
   gate/up each in one matmul over weights laid side by side (`MergedProjections`, a copy refreshed
-  at the start of every call). Launch overhead, not bandwidth, is what a decode step of a small
+  at the start of every call), SiLU-gate in one kernel (kernels/silu_mul.py). Launch overhead, not bandwidth, is what a decode step of a small
   model is made of.
 Everything that changes between steps is a device tensor that the step advances itself, so on CUDA
 the step is captured once in a CUDA graph and replayed with no host input: the host loop only
@@ -63,6 +63,7 @@ from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache
 from deepretrieval.kernels.rmsnorm import rmsnorm
 from deepretrieval.kernels.rope_cache import rope_cache
 from deepretrieval.kernels.sampling import sample
+from deepretrieval.kernels.silu_mul import silu_mul
 from deepretrieval.model.kv_cache import KVCache
 from deepretrieval.model.transformer import Attention, RMSNorm, Transformer
 
@@ -323,8 +324,8 @@ class FastDecoder:
             q = rope_cache(q, k, v, self.cos, self.sin, self.positions, self.k[i], self.v[i], self.slot)
             x = attn.wo(self._attend(q, i))                                  # [B, C]
             h, residual = _norm(x, layer.mlp_norm, residual)
-            gate, up = F.linear(h, *self.merged.gate_up(i)).chunk(2, dim=1)  # [B, F] x2
-            x = layer.mlp.down(F.silu(gate) * up)                            # [B, C]
+            gate, up = F.linear(h, *self.merged.gate_up(i)).chunk(2, dim=1)  # [B, F] x2 (views)
+            x = layer.mlp.down(silu_mul(gate, up))                           # [B, C]
         h, _ = _norm(x, model.norm, residual)
         return model.logits(h)
 

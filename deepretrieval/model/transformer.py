@@ -37,6 +37,7 @@ from torch import nn
 
 from deepretrieval.kernels.rmsnorm import rmsnorm_reference
 from deepretrieval.kernels.rope import apply_rope
+from deepretrieval.kernels.silu_mul import silu_mul_reference
 from deepretrieval.model.config import ModelConfig
 from deepretrieval.model.kv_cache import KVCache
 
@@ -129,7 +130,7 @@ class MLP(nn.Module):
         self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x):                                                  # [B, T, C] -> [B, T, C]
-        return self.down(F.silu(self.gate(x)) * self.up(x))               # SwiGLU, [B, T, F] inside
+        return self.down(silu_mul_reference(self.gate(x), self.up(x)))    # SwiGLU, [B, T, F] inside
 
 
 class Block(nn.Module):
