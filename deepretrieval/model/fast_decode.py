@@ -16,11 +16,12 @@ One decode step (`FastDecoder._body`: one token per row, static shapes):
   the projections are fused GEMVs that fold in the RMSNorm before them and the bias, SiLU-gate and
   residual add after them, then RoPE + cache write, the attention's split and reduce
   (`_layers_fused`); at one row the qkv GEMV also does the RoPE and the cache write
-  (kernels/qkv_rope_cache.py), 6 kernels. The LM head folds in the final norm. More rows take
-  cuBLAS matmuls with the small kernels between them (`_layers`), 10 launches a layer: q/k/v and
-  gate/up each in one matmul over weights laid side by side (`MergedProjections`, a copy refreshed
-  at the start of every call), SiLU-gate in one kernel (kernels/silu_mul.py). Launch overhead, not bandwidth, is what a decode step of a small
-  model is made of.
+  (kernels/qkv_rope_cache.py), 6 kernels. The LM head folds in the final norm. More rows (and
+  Qwen3's q/k norms) take cuBLAS matmuls with the small kernels between them (`_layers`), 10
+  launches a layer: q/k/v and gate/up each in one matmul over weights laid side by side
+  (`MergedProjections`, a copy refreshed at the start of every call), SiLU-gate in one kernel
+  (kernels/silu_mul.py). Launch overhead, not bandwidth, is what a decode step of a small model is
+  made of.
 Everything that changes between steps is a device tensor that the step advances itself, so on CUDA
 the step is captured once in a CUDA graph and replayed with no host input: the host loop only
 refills the noise from the torch.Generator (outside the graph, so any generator works) and reads
