@@ -84,13 +84,17 @@ def test_completion_prompts_are_refused():
         answer_traces(Completion())
 
 
-def test_rl_gain_cold_start_scores_base_sft_and_rl(tmp_path, capsys):
+def test_rl_gain_cold_start_scores_base_sft_and_rl_then_resumes(tmp_path, capsys):
+    """One step of RL after a gold cold start, scored; then --resume asked for 2 RL steps: the
+    cold start is not redone (its checkpoint is final: it only exports again) and RL goes on from
+    step 1 to step 2."""
     out = tmp_path / "run"
-    rl_gain.main(["--config", "configs/spider_crossdb_smollm2.toml", "--no-record", "--device", "cpu",
-                  "--out", str(out), "--cold-start", "gold", "task.limit=2", "rl.total_steps=1",
-                  "rl.prompts_per_step=2", "rl.group_size=2", "rl.mini_batch_prompts=2",
-                  "rl.micro_batch_size=4", "rl.dynamic_sampling=false", "rl.sampling.max_new_tokens=8",
-                  "run.eval_max_new_tokens=8", "sft.batch_size=2", "sft.micro_batch_size=2"])
+    args = ["--config", "configs/spider_crossdb_smollm2.toml", "--no-record", "--device", "cpu",
+            "--out", str(out), "--cold-start", "gold", "task.limit=2", "rl.prompts_per_step=2",
+            "rl.group_size=2", "rl.mini_batch_prompts=2", "rl.micro_batch_size=4", "rl.dynamic_sampling=false",
+            "rl.sampling.max_new_tokens=8", "run.eval_max_new_tokens=8", "sft.batch_size=2",
+            "sft.micro_batch_size=2", "rl.checkpoint_every=1"]
+    rl_gain.main([*args, "rl.total_steps=1"])
     report = (out / "report.md").read_text()
     for split in ("val", "test"):
         for label in ("zero-shot model", "cold start (SFT), before RL", "RL model"):
@@ -101,22 +105,6 @@ def test_rl_gain_cold_start_scores_base_sft_and_rl(tmp_path, capsys):
     resolved = json.loads((out / "run_config.json").read_text())
     assert resolved["model"]["name"] == str(out / "sft" / "export")     # RL started from the SFT model
 
-
-def test_rl_gain_takes_overrides_between_options():
-    args = rl_gain.parse_args(["--config", "c.toml", "task.data=/beir", "--no-record", "rl.seed=1", "--minutes", "2"])
-    assert (args.overrides, args.no_record, args.minutes) == (["task.data=/beir", "rl.seed=1"], True, 2.0)
-
-
-def test_rl_gain_resume_continues_both_parts(tmp_path):
-    """--resume after a finished 1-step run asked for 2 RL steps: the cold start is not redone
-    (its checkpoint is final: it only exports again) and RL goes on from step 1 to step 2."""
-    out = tmp_path / "run"
-    args = ["--config", "configs/spider_crossdb_smollm2.toml", "--no-record", "--device", "cpu",
-            "--out", str(out), "--cold-start", "gold", "task.limit=2", "rl.prompts_per_step=2",
-            "rl.group_size=2", "rl.mini_batch_prompts=2", "rl.micro_batch_size=4", "rl.dynamic_sampling=false",
-            "rl.sampling.max_new_tokens=8", "run.eval_max_new_tokens=8", "sft.batch_size=2",
-            "sft.micro_batch_size=2", "rl.checkpoint_every=1"]
-    rl_gain.main([*args, "rl.total_steps=1"])
     sft_steps = [r["step"] for r in read_jsonl(out / "sft" / "metrics.jsonl")]
     traces_written = (out / "sft" / "traces.jsonl").stat().st_mtime_ns
     rl_gain.main([*args, "rl.total_steps=2", "--resume"])
@@ -124,3 +112,8 @@ def test_rl_gain_resume_continues_both_parts(tmp_path):
     assert (out / "sft" / "traces.jsonl").stat().st_mtime_ns == traces_written
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
     assert "2 RL steps" in (out / "report.md").read_text()
+
+
+def test_rl_gain_takes_overrides_between_options():
+    args = rl_gain.parse_args(["--config", "c.toml", "task.data=/beir", "--no-record", "rl.seed=1", "--minutes", "2"])
+    assert (args.overrides, args.no_record, args.minutes) == (["task.data=/beir", "rl.seed=1"], True, 2.0)
