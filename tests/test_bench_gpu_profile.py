@@ -1,5 +1,5 @@
 """bench.gpu_profile's summary on made-up kernels: kernel time by kind (our Triton kernels by
-name), GPU busy time as the union of kernel intervals, idle gaps."""
+name) and launches by kind, GPU busy time as the union of kernel intervals, idle gaps."""
 from __future__ import annotations
 
 import types
@@ -26,15 +26,19 @@ def test_kernel_summary_union_kinds_and_gaps():
               _event("_attention_split_kernel", 361, 371),             # our decode kernels
               _event("_fused_linear_kernel", 371, 373),
               _event("_sample_reduce_kernel", 373, 374),
-              _event("_rmsnorm_kernel", 374, 378)]
+              _event("_rmsnorm_kernel", 374, 378),
+              _event("_silu_mul_kernel", 378, 379)]
     prof = types.SimpleNamespace(profiler=types.SimpleNamespace(
         kineto_results=types.SimpleNamespace(events=lambda: events)))
     k = kernel_summary(prof)
-    assert k["span"] == 378e-6
-    assert abs(k["busy"] - (120 + 50 + 1 + 17) * 1e-6) < 1e-12
+    assert k["span"] == 379e-6
+    assert abs(k["busy"] - (120 + 50 + 1 + 18) * 1e-6) < 1e-12
     assert [(round(g * 1e6), a, b) for g, a, b in k["gaps"]] == [
         (180, "triton_poi_fused_mul_silu", "_stats_kernel"), (10, "_stats_kernel", "Memset (Device)")]
     by_kind = {kind: round(t * 1e6) for kind, t in k["by_kind"].items()}
     assert by_kind == {"gemm": 100, "attention": 40, "logit_stats (ours)": 50, "fused linear (ours)": 2,
-                       "sampling (ours)": 1, "norm + rope (ours)": 4, "optimizer + clip": 0,
+                       "sampling (ours)": 1, "norm, rope, silu (ours)": 5, "optimizer + clip": 0,
                        "inductor fused": 70, "copy / memset": 1, "other": 0}
+    assert k["count_by_kind"] == {"gemm": 1, "attention": 2, "logit_stats (ours)": 1, "fused linear (ours)": 1,
+                                  "sampling (ours)": 1, "norm, rope, silu (ours)": 2, "optimizer + clip": 0,
+                                  "inductor fused": 1, "copy / memset": 1, "other": 0}
