@@ -76,6 +76,12 @@ def use_pdl(device: torch.device) -> bool:
     return _device_properties(_index(device)).major >= 9
 
 
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """[..., N] -> [M, N] with unit stride along N, for a kernel that walks rows (a view when possible)."""
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+
+
 def parallel_programs(device: torch.device) -> int:
     """How many programs fill the device: two per SM on CUDA; 4 under the CPU interpreter (enough
     to exercise the split-and-reduce paths while keeping interpreted grids small)."""

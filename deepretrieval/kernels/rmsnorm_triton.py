@@ -9,6 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
+from deepretrieval.kernels import as_rows
 from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
 
 
@@ -33,12 +34,6 @@ def _rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr,
     tl.store(out_ptr + row * stride_out + cols, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """[..., N] -> [M, N] with unit stride along N (a view when possible)."""
-    t2 = t.reshape(-1, t.shape[-1])
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
-
-
 def rmsnorm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float,
                    residual: torch.Tensor | None = None):
     N = x.shape[-1]
@@ -47,13 +42,13 @@ def rmsnorm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float,
     if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
         raise ValueError(f"rmsnorm: residual {tuple(residual.shape)} {residual.dtype} must match "
                          f"x {tuple(x.shape)} {x.dtype}")
-    x2 = _rows(x)                                                          # [M, N]
+    x2 = as_rows(x)                                                        # [M, N]
     out = torch.empty(x.shape, dtype=torch.promote_types(weight.dtype, x.dtype), device=x.device)
     out2 = out.view(-1, N)
     if residual is None:
         res2 = res_out2 = x2                                               # unused by the kernel
     else:
-        res2 = _rows(residual)
+        res2 = as_rows(residual)
         res_out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         res_out2 = res_out.view(-1, N)
     block_n = triton.next_power_of_2(N)

@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from deepretrieval.kernels import as_rows
 from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
 
 BLOCK_F = 1024
@@ -28,17 +29,11 @@ def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, stride_gate, stride_up, stride_o
     tl.store(out_ptr + row * stride_out + cols, (act.to(tl.float32) * up.to(tl.float32)).to(up.dtype), mask=mask)
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """[..., F] -> [M, F] with unit stride along F (a view when possible)."""
-    t2 = t.reshape(-1, t.shape[-1])
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
-
-
 def silu_mul_triton(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     if gate.shape != up.shape or gate.dtype != up.dtype:
         raise ValueError(f"silu_mul: gate {tuple(gate.shape)} {gate.dtype} and up {tuple(up.shape)} "
                          f"{up.dtype} must match")
-    g2, u2 = _rows(gate), _rows(up)                                      # [M, F]
+    g2, u2 = as_rows(gate), as_rows(up)                                    # [M, F]
     F = gate.shape[-1]
     out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
     out2 = out.view(-1, F)
