@@ -42,15 +42,14 @@ from pathlib import Path
 
 from bench.results_log import RESULTS_DIR, append_result, device_name
 from deepretrieval.evaluation import evaluate_variants
-from deepretrieval.policy import CHECKPOINTS, EXPORT, load_policy
+from deepretrieval.policy import EXPORT, load_policy
 from deepretrieval.report import by_variant, plot_curves
-from deepretrieval.rl.checkpoint import latest_checkpoint
 from deepretrieval.rl.run_logging import METRICS
 from deepretrieval.retrieval.metrics import paired_bootstrap_ci
 from deepretrieval.run_config import load_config
 from deepretrieval.tasks.literature_search import or_of_words
 from deepretrieval.cold_start import KINDS, cold_start
-from deepretrieval.training import build_eval_task, local_device, rewrite_settings, train_run
+from deepretrieval.training import build_eval_task, has_checkpoint, local_device, rewrite_settings, train_run
 
 VARIANTS = (("raw", "raw input"), ("zero_shot", "zero-shot model"), ("sft", "cold start (SFT), before RL"),
             ("rl", "RL model"), ("or_rule", "OR-of-words rule"))
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     sft_export = cold_start(cfg, out / "sft", args.cold_start, args.resume) if args.cold_start else None
     if sft_export is not None:
         cfg = load_config(args.config, list(args.overrides) + extra + [f"model.name={json.dumps(str(sft_export))}"])
-    result = train_run(cfg, out, resume=args.resume and latest_checkpoint(out / CHECKPOINTS) is not None)
+    result = train_run(cfg, out, resume=args.resume and has_checkpoint(out))
     train_s = time.perf_counter() - t0
 
     task = build_eval_task(cfg)

@@ -18,10 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deepretrieval.policy import CHECKPOINTS
-from deepretrieval.rl.checkpoint import latest_checkpoint
 from deepretrieval.run_config import RunConfig
-from deepretrieval.training import sft_run
+from deepretrieval.training import has_checkpoint, sft_run
 
 TRACES = "traces.jsonl"
 KINDS = ("gold", "best_edit")
@@ -90,7 +88,7 @@ def cold_start(cfg: RunConfig, run_dir: Path, kind: str = "gold", resume: bool =
     """SFT of cfg.model on traces of its train split (run_dir/traces.jsonl), with cfg.sft;
     returns the export folder to start RL from. resume: where run_dir holds a checkpoint, continue
     from it with the traces already written (a finished SFT only exports again); else start anew."""
-    resume = resume and latest_checkpoint(run_dir / CHECKPOINTS) is not None
+    resume = resume and has_checkpoint(run_dir)
     if not resume:
         write_traces(cfg, run_dir / TRACES, kind)
     return Path(sft_run(cfg, run_dir / TRACES, run_dir, resume=resume)["export"])

@@ -102,6 +102,11 @@ def local_device(cfg: RunConfig):
     return device
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether run_dir holds a checkpoint to resume from (of `train_run` or `sft_run`)."""
+    return latest_checkpoint(Path(run_dir) / CHECKPOINTS) is not None
+
+
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> RunResult:
     from deepretrieval.rl.trainer import train
     run_dir = Path(run_dir or cfg.run.out_dir)

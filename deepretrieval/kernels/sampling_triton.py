@@ -120,5 +120,5 @@ def sample_triton(logits: torch.Tensor, uniform: torch.Tensor | None, temperatur
     ids = torch.empty((B,), dtype=torch.int64, device=logits.device)
     logprobs = torch.empty((B,), dtype=torch.float32, device=logits.device)
     _sample_reduce_kernel[(B,)](part, tok, ids, logprobs, num_splits,
-                         BLOCK_S=triton.next_power_of_2(num_splits), num_warps=1, **pdl)
+                                BLOCK_S=triton.next_power_of_2(num_splits), num_warps=1, **pdl)
     return ids, logprobs

@@ -186,14 +186,15 @@ def _capture_prefill(model: Transformer, ids, mask, cache: KVCache, shape) -> tu
 class MergedProjections:
     """Each layer's q/k/v weights (and biases) side by side in one tensor, and its gate/up weights
     in another, so that `_layers` runs one matmul for each group instead of three and two. They are
-    copies (0.5 GB at Qwen2.5-0.5B, 3.6 GB at 3B), refreshed from the model by `refresh()` at the
-    start of every call: training changes the weights in place between calls."""
+    copies (0.5 GB at Qwen2.5-0.5B, 3.6 GB at 3B), filled from the model by `refresh()` at the
+    start of every call (none before the first): training changes the weights in place between calls."""
 
     def __init__(self, model: Transformer):
         self.groups = [group for layer in model.layers
                        for group in ((layer.attn.wq, layer.attn.wk, layer.attn.wv), (layer.mlp.gate, layer.mlp.up))]
-        self.weights = [torch.cat([lin.weight.detach() for lin in g]) for g in self.groups]   # [sum(out), in]
-        self.biases = [None if g[0].bias is None else torch.cat([lin.bias.detach() for lin in g])
+        self.weights = [g[0].weight.new_empty(sum(lin.out_features for lin in g), g[0].in_features)
+                        for g in self.groups]                                            # [sum(out), in]
+        self.biases = [None if g[0].bias is None else g[0].bias.new_empty(sum(lin.out_features for lin in g))
                        for g in self.groups]
 
     def refresh(self) -> None:
