@@ -76,7 +76,6 @@ def test_gradient_checkpointing_changes_nothing(tmp_path):
         torch.testing.assert_close(params[1][k], v, atol=1e-6, rtol=0)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="torch.compile on CPU needs a C compiler")
 def test_compile_blocks_changes_nothing(tmp_path):
     """compile_blocks (inside gradient checkpointing): the same 2 steps as eager."""

@@ -116,10 +116,9 @@ def compile_blocks(lm: nn.Module) -> None:
         eager = block.forward
         compiled = torch.compile(eager)
 
-        def forward(self, x, cos, sin, mask, ops, cache, layer, start, _eager=eager,
-                    _compiled=compiled):
+        def forward(self, x, cos, sin, mask, cache, layer, start, _eager=eager, _compiled=compiled):
             run = _eager if cache is not None else _compiled
-            return run(x, cos, sin, mask, ops, cache, layer, start)
+            return run(x, cos, sin, mask, cache, layer, start)
         block.forward = types.MethodType(forward, block)
 
 
