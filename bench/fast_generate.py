@@ -20,7 +20,9 @@ Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sid
            fraction of the rollout's roofline (`rollout_roofline`: each decode step reads the
            weights once, every row's KV cache so far and writes and reads its logits over the
            vocabulary, or is bound by its matmul FLOPs where those take longer; the prefill by its
-           FLOPs). `--cases rollout256` is the same at batch 256 (what GRPO generates per step).
+           FLOPs). `--cases rollout256` is the same at batch 256; `--cases grpo512` is GRPO's
+           generation batch, 64 prompts x 8 completions (ours prefills each prompt once, and so
+           does its roofline; transformers prefills all 512 rows).
 tok/s = new tokens of the batch / wall time of one call (prefill included), the median of
 --repeats (ours) / --hf-repeats (every reference; default 3) timed calls, each side warmed up
 first by an untimed call of the same shape and length, so no number is a cold first call.
@@ -52,7 +54,8 @@ from deepretrieval.model import fast_decode
 GiB = 2 ** 30
 CASES = {"latency": dict(batch=1, prompt_len=128, new_tokens=256, temperature=0.0),
          "rollout": dict(batch=64, prompt_len=256, new_tokens=512, temperature=1.0),
-         "rollout256": dict(batch=256, prompt_len=256, new_tokens=512, temperature=1.0)}
+         "rollout256": dict(batch=256, prompt_len=256, new_tokens=512, temperature=1.0),
+         "grpo512": dict(batch=512, prompt_len=256, new_tokens=512, temperature=1.0, group=8)}
 DEFAULT_CASES = ("latency", "rollout")
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}     # dense bf16 tensor-core peak (SXM)
 
@@ -72,9 +75,11 @@ def hbm_bandwidth(nbytes: int = 2 * GiB, iters: int = 10) -> float:
 
 
 def rollout_roofline(cfg, weight_bytes: int, batch: int, prompt_len: int, new_tokens: int,
-                     bandwidth: float, peak_flops: float, kv_bytes: int = 2, logit_bytes: int = 4) -> dict:
+                     bandwidth: float, peak_flops: float, kv_bytes: int = 2, logit_bytes: int = 4,
+                     group: int = 1) -> dict:
     """The fastest a batched generation can run on this memory and these tensor cores.
-    Prefill: 2 * params FLOPs per prompt token. Decode step t (context prompt_len + t) is bound
+    Prefill: 2 * params FLOPs per token of the batch / group distinct prompts (a prompt repeated
+    for a group is prefilled once). Decode step t (context prompt_len + t) is bound
     by the larger of its bytes / bandwidth, bytes = the weights once + every row's K and V of all
     layers so far + every row's logits written and read once, and its FLOPs / peak, FLOPs =
     2 * params per row + attention's 4 * layers * heads * head_dim * context per row.
@@ -82,7 +87,7 @@ def rollout_roofline(cfg, weight_bytes: int, batch: int, prompt_len: int, new_to
     the weights, the KV cache and the logits take in the memory bound."""
     params = weight_bytes / 2                                           # bf16 weights
     kv_per_token = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * kv_bytes
-    seconds = 2 * params * batch * prompt_len / peak_flops              # prefill
+    seconds = 2 * params * (batch // group) * prompt_len / peak_flops   # prefill
     parts = {"weights": 0.0, "kv": 0.0, "logits": 0.0}
     for t in range(new_tokens):
         context = prompt_len + t
@@ -238,7 +243,9 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
     for case_name in args.cases:
         case = CASES[case_name]
-        prompts = fixed_prompts(case["batch"], case["prompt_len"], ours.cfg.vocab_size)
+        group = case.get("group", 1)                  # completions per distinct prompt
+        prompts = [p for p in fixed_prompts(case["batch"] // group, case["prompt_len"], ours.cfg.vocab_size)
+                   for _ in range(group)]
         o = run_ours(ours, prompts, case, args.repeats, not args.no_cuda_graphs,
                      f"{name} {case_name}: one call of ours" if args.profile else None)
         rec = {"model": name, "case": case_name, **case, "dtype": "bfloat16",
@@ -257,7 +264,7 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
                        roofline_fraction=round(o["tok_s"] / roofline, 3))
         else:
             roof = rollout_roofline(ours.cfg, weight_bytes, case["batch"], case["prompt_len"],
-                                    case["new_tokens"], bandwidth, peak_flops())
+                                    case["new_tokens"], bandwidth, peak_flops(), group=group)
             rec.update(hbm_tb_s=round(bandwidth / 1e12, 3), roofline_tok_s=round(roof["tok_s"], 1),
                        roofline_fraction=round(o["tok_s"] / roof["tok_s"], 3),
                        **{k: v for k, v in roof.items() if k.endswith("_share")})

@@ -45,12 +45,17 @@ The same work on both sides:
            machine (no registry there; vllm 0.34's wheel is 228 MiB, over the 64 MiB a call
            carries, and it pins torch 2.13 where the machine has 2.11).
 Differences left open (each is TRL's own way of doing the step): TRL computes the entropy of
-every completion token in its training forward (for its logs; ours only in the prepare pass);
+every completion token in its training forward (for its logs; ours in its prepare pass, and for
+the first optimiser step's rows in that step's forward);
 its advantages divide by std + 1e-4 (ours + 1e-6); ours clamps k3's log-ratio to [-10, 10];
 TRL shuffles the generation batch before cutting it into optimiser steps (ours keeps groups
 together); ours' sampler also returns the sampling log-probs; ours' reference model keeps bf16
 weights (TRL's: the policy's dtype); ours copies the new weights to its bf16 rollout model after
-the update (in ours' "update" below), TRL generates with the policy itself.
+the update (in ours' "update" below), TRL generates with the policy itself. Two are ours' speed-ups
+of the same work: the first optimiser step's old log-probs come from that step's own forward (the
+step runs at the weights that TRL's prepare pass recomputes them with, so the ratio is 1 on both
+sides, up to rounding), and each prompt is prefilled once for its 8 completions (TRL's `generate`
+prefills all 512 rows).
 
 Timing: one warm-up step, then --steps measured; medians. One TRL step = one generation cycle
 (steps_per_generation x num_iterations micro-steps, i.e. the RL step's optimiser steps), timed

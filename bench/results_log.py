@@ -1,7 +1,8 @@
 """Append one benchmark result as a JSON line to bench/results/<name>.jsonl.
 
 Every benchmark calls `append_result(name, record)`; the line also records when, where (host,
-device) and on which commit it was measured, so numbers from different machines never mix.
+device) and on which commit it was measured, so numbers from different machines never mix; a
+commit with "+uncommitted" was measured with changes to the code (deepretrieval/, bench/) beyond it.
 """
 from __future__ import annotations
 
@@ -14,13 +15,19 @@ from pathlib import Path
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=RESULTS_DIR.parent, capture_output=True, text=True,
+                          timeout=5).stdout.strip()
+
+
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS_DIR.parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
+        head = _git("rev-parse", "--short", "HEAD")
+        changed = _git("status", "--porcelain", "--untracked-files=no", "--", "../deepretrieval",
+                       ".", ":(exclude)results")
     except (OSError, subprocess.SubprocessError):
         return None
+    return (head + ("+uncommitted" if changed else "")) or None
 
 
 def device_name() -> str:

@@ -26,6 +26,10 @@ def test_compute_bound_prefill_and_steps_by_hand():
     r = rollout_roofline(TINY, weight_bytes=100, batch=2, prompt_len=3, new_tokens=2,
                          bandwidth=1e30, peak_flops=1.0)
     assert r["tok_s"] == pytest.approx(4 / (600 + 248 + 264))
+    # the 2 rows repeat one prompt (a GRPO group of 2): it is prefilled once, 300 FLOPs
+    grouped = rollout_roofline(TINY, weight_bytes=100, batch=2, prompt_len=3, new_tokens=2,
+                               bandwidth=1e30, peak_flops=1.0, group=2)
+    assert grouped["tok_s"] == pytest.approx(4 / (300 + 248 + 264))
 
 
 def test_kv_reads_grow_with_the_context():

@@ -279,9 +279,10 @@ def test_gpu_bf16_fast_vs_eager_and_trainer(model_bf16, batch):
 
 @pytest.mark.gpu
 def test_gpu_bf16_sampling_rollout(model_bf16):
-    """The RL case: batch 64, temperature 1, stop tokens. A reused decoder replays the same seeded
-    rollout exactly; its log-probs are as close to the trainer's recomputation as the eager path's."""
-    prompts = ragged_prompts(64, seed=2)
+    """The RL case: batch 64 (8 prompts x 8 completions, each prompt prefilled once and its cache
+    copied), temperature 1, stop tokens. A reused decoder replays the same seeded rollout exactly;
+    its log-probs are as close to the trainer's recomputation as the eager path's."""
+    prompts = [p for p in ragged_prompts(8, seed=2) for _ in range(8)]
     params = SamplingParams(max_new_tokens=64, temperature=1.0, stop_token_ids=(7, 11, 13))
     generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)           # builds and captures
     decoder = fast_decode._DECODERS[model_bf16]

@@ -47,6 +47,31 @@ def test_greedy_batch_equals_single_prompts(model):
     assert batched == [generate(model, [p], params, pad_token_id=PAD).token_lists()[0] for p in PROMPTS]
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["eager", "fast"])
+def test_repeated_prompts_are_prefilled_once(model, monkeypatch, fast):
+    """A GRPO-like batch (prompts repeated, in any order): the prefill runs over the 3 distinct
+    prompts only, and every row's greedy tokens and sampled log-probs are those of its prompt."""
+    from deepretrieval.model import fast_decode
+    batch = [PROMPTS[i] for i in (0, 1, 0, 2, 1, 0)]
+    prefilled = []
+    prefill = fast_decode.prefill_logits
+
+    def counting(model, ids, mask, cache):
+        prefilled.append(ids.shape[0])
+        return prefill(model, ids, mask, cache)
+    monkeypatch.setattr(fast_decode, "prefill_logits", counting)
+    greedy = SamplingParams(max_new_tokens=8, temperature=0.0)
+    out = generate(model, batch, greedy, pad_token_id=PAD, fast=fast)
+    assert prefilled == [3]
+    alone = [generate(model, [p], greedy, pad_token_id=PAD, fast=fast).token_lists()[0]
+             for p in PROMPTS]
+    assert out.token_lists() == [alone[i] for i in (0, 1, 0, 2, 1, 0)]
+    sampled = generate(model, batch, SamplingParams(max_new_tokens=8), pad_token_id=PAD, seed=1,
+                       fast=fast)
+    recomputed, real = full_forward_logprobs(model, batch, sampled, 1.0, PAD)
+    assert (recomputed - sampled.logprobs)[real].abs().max().item() <= 1e-4
+
+
 def test_kv_cache_decode_equals_full_forward(model):
     """Prefill a padded batch, then feed tokens one by one: logits equal a full forward."""
     g = torch.Generator().manual_seed(3)

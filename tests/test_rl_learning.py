@@ -76,6 +76,50 @@ def test_gradient_checkpointing_changes_nothing(tmp_path):
         torch.testing.assert_close(params[1][k], v, atol=1e-6, rtol=0)
 
 
+def test_grpo_first_mini_batch_takes_its_old_logprobs_from_the_update(tmp_path):
+    """GRPO skips the policy's no-grad pass over the first mini-batch (its optimiser step runs at
+    the step's starting weights): 2 of 4 mini-batches' passes, not 4 of 4, and the same 2 steps
+    (losses, statistics, weights) as recomputing them."""
+    runs = []
+    for own in (True, False):
+        cfg = toy_config("grpo", total_steps=2, prompts_per_step=16, mini_batch_prompts=8,
+                         micro_batch_size=16)
+        trainer = Trainer(cfg, tiny_model(0), CharTokenizer(), TargetCharTask(), tmp_path / str(own),
+                          device="cpu")
+        assert trainer.own_first_logprobs
+        trainer.own_first_logprobs = own
+        no_grad_passes = []
+        forward = trainer.actor.forward
+
+        def counting(*args, **kwargs):
+            no_grad_passes.append(not torch.is_grad_enabled())
+            return forward(*args, **kwargs)
+        trainer.actor.forward = counting
+        trainer.fit()
+        runs.append((read_jsonl(tmp_path / str(own) / "metrics.jsonl"), trainer.actor.state_dict(),
+                     sum(no_grad_passes)))
+    (own_rows, own_params, own_passes), (rows, params, passes) = runs
+    # 128 completions a step in micro-batches of 16: 8 prepare passes, 4 of them in mini-batch 1
+    assert (own_passes, passes) == (2 * 4, 2 * 8)
+    for a, b in zip(own_rows, rows):
+        for k in ("loss/policy", "loss/kl", "kl", "entropy", "logprob_diff/max",
+                  "logprob_diff/mean", "clip_frac", "grad_norm"):
+            assert abs(a[k] - b[k]) <= 1e-6, (k, a[k], b[k])
+    assert own_rows[1]["kl"] > 0 and own_rows[1]["entropy"] > 0
+    for k, v in params.items():
+        torch.testing.assert_close(own_params[k], v, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("algorithm,epochs", [("ppo", 1), ("grpo", 2)])
+def test_ppo_and_second_epochs_keep_the_prepare_pass(tmp_path, algorithm, epochs):
+    """PPO's advantages read the pass (values, KL in the reward); a second epoch would need the
+    first mini-batch's old log-probs kept."""
+    trainer = Trainer(toy_config(algorithm, epochs_per_step=epochs), tiny_model(0), CharTokenizer(),
+                      TargetCharTask(), tmp_path, device="cpu")
+    trainer.pool.close()
+    assert not trainer.own_first_logprobs
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="torch.compile on CPU needs a C compiler")
 def test_compile_blocks_changes_nothing(tmp_path):
     """compile_blocks (inside gradient checkpointing): the same 2 steps as eager."""

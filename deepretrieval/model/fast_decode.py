@@ -249,11 +249,14 @@ class FastDecoder:
         return KVCache(self.k, self.v, valid=self.valid, next_pos=self.next_pos)
 
     def prefill(self, model: Transformer, ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, KVCache]:
-        """(last-slot logits [rows, V] fp32, the cache filled) for the prompts ids [rows, P] (mask
-        [rows, P] or None): `prefill_logits`, replayed from a CUDA graph where the module docstring says."""
+        """(last-slot logits [U, V] fp32, the cache with its first U rows filled) for the prompts
+        ids [U, P] (mask [U, P] or None), U <= rows: `prefill_logits`, replayed from a CUDA graph
+        where the module docstring says."""
         cache = self.new_cache()
+        head = cache.head(len(ids))
+        cache.length = ids.shape[1]                      # the host side of KVCache.reserve
         if not self.use_graph or len(ids) > PREFILL_GRAPH_MAX_ROWS:
-            return prefill_logits(model, ids, mask, cache), cache
+            return prefill_logits(model, ids, mask, head), cache
         shape = (ids.shape, None if mask is None else mask.shape)
         g = self.prefill_graph
         if g is not None and g.shape == shape:
@@ -261,13 +264,12 @@ class FastDecoder:
             if mask is not None:
                 g.mask.copy_(mask)
             g.graph.replay()
-            cache.length = ids.shape[1]                  # the host side of KVCache.reserve
             return g.logits, cache
         if shape != self.prefill_shape:                  # first sight: eager
             self.prefill_shape = shape
-            return prefill_logits(model, ids, mask, cache), cache
+            return prefill_logits(model, ids, mask, head), cache
         self.prefill_graph = None                        # free the old graph's memory first
-        logits, self.prefill_graph = _capture_prefill(model, ids, mask, cache, shape)
+        logits, self.prefill_graph = _capture_prefill(model, ids, mask, head, shape)
         return logits, cache
 
     def start(self, logits: torch.Tensor, cache: KVCache, generator: torch.Generator | None) -> None:

@@ -44,6 +44,21 @@ class KVCache:
     def max_len(self) -> int:
         return self.k.shape[3]
 
+    def head(self, rows: int) -> "KVCache":
+        """A cache over this one's first `rows` rows (views: what it writes lands here)."""
+        return KVCache(self.k[:, :rows], self.v[:, :rows], self.valid[:rows], self.next_pos[:rows],
+                       self.length)
+
+    def copy_rows(self, source: torch.Tensor) -> None:
+        """Row i becomes a copy of row source[i] [B] (its written slots, validity and position),
+        in place: a prompt prefilled once serves every row that repeats it."""
+        n = self.length
+        for layer in range(self.k.shape[0]):       # one layer's gather at a time: [B, H_kv, n, D]
+            self.k[layer, :, :, :n] = self.k[layer, source, :, :n]
+            self.v[layer, :, :, :n] = self.v[layer, source, :, :n]
+        self.valid[:, :n] = self.valid[source, :n]
+        self.next_pos.copy_(self.next_pos[source])
+
     def positions(self, mask: torch.Tensor) -> torch.Tensor:
         """RoPE positions [B, T] of T new tokens whose validity is `mask` [B, T] (bool)."""
         return self.next_pos[:, None] + (mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -6,7 +6,8 @@
     out.token_lists(), out.logprob_lists(), out.finish_reasons
 
 Prompts of different lengths are left-padded into one [B, P] batch; the cache is sized to
-P + max_new_tokens. Each step feeds one token per row; rows that have stopped keep running
+P + max_new_tokens. A prompt that appears several times (a GRPO group repeats its prompt once per
+completion) is prefilled once and its keys/values copied to the rows that repeat it. Each step feeds one token per row; rows that have stopped keep running
 (static shapes) but their tokens are masked out and reported as padding.
 
 Log-probabilities (what the RL trainer must reproduce): for every chosen token,
@@ -98,6 +99,13 @@ def sample_next(logits: torch.Tensor, params: SamplingParams,
     noise = torch.empty_like(probs).exponential_(1.0, generator=generator)  # Exp(1): argmax(p/E) ~ p
     tokens = (probs / noise).argmax(-1)                                      # [B]
     return tokens, logprobs_full.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def distinct_prompts(prompts: Sequence[Sequence[int]]) -> tuple[list[Sequence[int]], list[int]]:
+    """(the distinct prompts in order of first appearance, each prompt's index among them)."""
+    index: dict[tuple[int, ...], int] = {}
+    source = [index.setdefault(tuple(p), len(index)) for p in prompts]
+    return [list(p) for p in index], source
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int,
@@ -205,13 +213,16 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: Sampl
             raise ValueError(f"fast decoding cannot run: {reason}; use fast=False")
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
-    ids, mask = left_pad(prompts, pad_token_id, device)                     # [B, P]
-    B, P = ids.shape
+    # each distinct prompt is prefilled once (a GRPO group repeats its prompt group_size times);
+    # row i then copies the keys/values and logits of distinct prompt source[i]
+    distinct, source = distinct_prompts(prompts)
+    ids, mask = left_pad(distinct, pad_token_id, device)                    # [U, P]
+    B, (U, P) = len(prompts), ids.shape
     N = params.max_new_tokens
-    ragged = any(len(p) != P for p in prompts)
+    ragged = any(len(p) != P for p in distinct)
     if fast:
         rows = fast_decode.batch_bucket(B)      # pad to a bucket with copies of row 0 (finished at once)
-        ids, mask = (torch.cat([t, t[:1].expand(rows - B, -1)]) for t in (ids, mask))   # [rows, P]
+        source += [0] * (rows - B)
         decoder = fast_decode.decoder_for(model, rows, P + N, params, pad_token_id, cuda_graphs,
                                           lambda: StepOutputs.allocate(rows, params, pad_token_id, device))
     else:
@@ -219,10 +230,15 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: Sampl
     out = decoder.out
     out.reset(active_rows=B)
     if fast:
-        logits, cache = decoder.prefill(model, ids, mask if ragged else None)      # [rows, V]
+        logits, cache = decoder.prefill(model, ids, mask if ragged else None)      # [U, V]
     else:
         cache = KVCache.allocate(model.cfg, B, P + N, model.dtype, device)
-        logits = fast_decode.prefill_logits(model, ids, mask if ragged else None, cache)   # [B, V]
+        logits = fast_decode.prefill_logits(model, ids, mask if ragged else None, cache.head(U))  # [U, V]
+        cache.length = P
+    if source != list(range(len(source))):
+        index = torch.tensor(source, device=device)
+        cache.copy_rows(index)
+        logits = logits[index]                                              # [rows, V]
     decoder.start(logits, cache, generator)                                 # token 0
     steps = 1
     on_step = on_step or (lambda: None)

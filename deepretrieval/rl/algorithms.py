@@ -47,7 +47,8 @@ Metrics = dict[str, torch.Tensor]
 class Algorithm:
     """The interface; the defaults are "no value function"."""
     shared_value_head = False          # the actor carries a value head (PPO, critic = "shared")
-    fields: tuple[str, ...] = ()       # Sample fields the update reads besides LOSS_FIELDS
+    fields: tuple[str, ...] = ()       # Sample fields the update reads besides the policy loss's
+    advantages_read_policy_pass = False   # advantages() reads the prepare pass's outputs
 
     def __init__(self, cfg: RLConfig):
         self.cfg = cfg
@@ -87,6 +88,7 @@ class GRPO(Algorithm):
 class PPO(Algorithm):
     """GAE over a critic's values (a separate trunk, or a head on the policy's)."""
     fields = ("values", "returns")
+    advantages_read_policy_pass = True    # values (a shared head), old log-probs (KL in reward)
 
     def __init__(self, cfg: RLConfig, lm: torch.nn.Module,
                  setup: Callable[[ResponseModel], ResponseModel], autocast: Callable[[], ContextManager], pad_token_id: int, device: torch.device,

@@ -17,7 +17,10 @@ One RL step:
      (rl/dynamic_sampling.py);
   4. recompute log-probs with the trainer's policy (the ratio's denominator; the largest
      |sampler - trainer| difference is logged as `logprob_diff/max`), the reference's log-probs,
-     and the algorithm's values (PPO's critic);
+     and the algorithm's values (PPO's critic). GRPO skips the policy's pass over the first
+     mini-batch (with one epoch): its first optimiser step runs at the step's starting weights,
+     so those rows' old log-probs are the update's own, detached (the ratio is exactly 1, as TRL
+     does when it updates once per generation); their statistics come from that forward;
   5. advantages (the algorithm's): GRPO group-normalised per prompt; PPO GAE over token rewards
      (score on the last token, optionally -kl_coef * KL per token), whitened with global
      statistics;
@@ -113,6 +116,11 @@ class Trainer:
         self._prompt_ids: dict[int, list[int]] = {}
         self.stream = PromptStream(len(self.prompts), cfg.seed)
         self.pool = RewardPool(task.reward, cfg.reward_workers, cfg.reward_pool)
+        # GRPO's advantages need no policy pass, so its first mini-batch takes its old log-probs
+        # from the update's own forward (_prepare); PPO's need them (values, KL in the reward),
+        # and a second epoch would need them kept
+        self.own_first_logprobs = (not self.algo.advantages_read_policy_pass
+                                   and cfg.epochs_per_step == 1)
         self.step = 0
         self.train_seconds = 0.0            # training wall time so far, a resumed run's included
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -224,56 +232,60 @@ class Trainer:
         return [s for slot in slots for s in everyone[chosen[slot]]], stats
 
     # ------------------------------------------------------------------ one RL step
+    def _mini_batches(self, samples: list[Sample]) -> list[list[Sample]]:
+        per_mini = len(samples) // self.cfg.num_mini_batches       # contiguous by construction
+        return [samples[j * per_mini:(j + 1) * per_mini] for j in range(self.cfg.num_mini_batches)]
+
     @torch.no_grad()
-    def _prepare(self, samples: list[Sample], stats: dict[str, float]) -> None:
-        """Old log-probs (trainer recomputation), reference log-probs, values."""
+    def _prepare(self, samples: list[Sample], pass_stats: "PolicyPassStats") -> None:
+        """Old log-probs (trainer recomputation; none for the first mini-batch when
+        `own_first_logprobs`), reference log-probs, values."""
         cfg, dev = self.cfg, self.dist.device
-        max_diff = torch.zeros((), device=dev)
-        sums = torch.zeros(3, dtype=torch.float64, device=dev)     # diff, kl, entropy (token sums)
         outputs = []                    # (micro-batch, logprobs, ref logprobs, values) on the device
-        for mb in self._micro_batches(samples):
-            b = collate(mb, ("sampler_logprobs",), self.tokenizer.pad_token_id, dev)
-            mask = b.response_mask
-            with self._autocast():
-                out = self.actor(b.input_ids, b.response_start, mask.shape[1],
-                                 cfg.sampling.temperature, entropy=True)
-                ref = (self.reference(b.input_ids, b.response_start, mask.shape[1],
-                                      cfg.sampling.temperature).logprobs
-                       if self.reference is not None else None)
-                values = self.algo.values(b, out)
-            diff = (out.logprobs - b.fields["sampler_logprobs"]).abs() * mask
-            max_diff = torch.maximum(max_diff, diff.max())
-            sums[0] += diff.sum()
-            sums[2] += (out.entropy * mask).sum()
-            if ref is not None:
-                sums[1] += (kl_estimate(out.logprobs, ref, cfg.kl_estimator) * mask).sum()
-            outputs.append((mb, out.logprobs, ref, values.float() if values is not None else None))
+        for j, mini in enumerate(self._mini_batches(samples)):
+            policy_pass = j > 0 or not self.own_first_logprobs
+            if not policy_pass and self.reference is None:
+                continue                                          # nothing to compute for them
+            for mb in self._micro_batches(mini):
+                b = collate(mb, ("sampler_logprobs",), self.tokenizer.pad_token_id, dev)
+                with self._autocast():
+                    out = (self.actor(b.input_ids, b.response_start, b.response_mask.shape[1],
+                                      cfg.sampling.temperature, entropy=True)
+                           if policy_pass else None)
+                    ref = (self.reference(b.input_ids, b.response_start, b.response_mask.shape[1],
+                                          cfg.sampling.temperature).logprobs
+                           if self.reference is not None else None)
+                    values = self.algo.values(b, out) if policy_pass else None
+                if out is not None:
+                    pass_stats.add(out.logprobs, out.entropy, ref, b)
+                outputs.append((mb, out.logprobs if out is not None else None, ref,
+                                values.float() if values is not None else None))
         # Device-to-host copies only after every micro-batch is queued: a copy waits for the GPU,
         # and the host would otherwise idle the GPU while it launches the next micro-batch.
         for mb, *tensors in outputs:
             old_cpu, ref_cpu, values_cpu = (t.cpu() if t is not None else None for t in tensors)
             for i, s in enumerate(mb):
                 r = len(s.response_ids)
-                s.old_logprobs = old_cpu[i, :r]
+                s.old_logprobs = old_cpu[i, :r] if old_cpu is not None else None
                 s.ref_logprobs = ref_cpu[i, :r] if ref_cpu is not None else None
                 s.values = values_cpu[i, :r] if values_cpu is not None else None
-        tokens = all_reduce_sum(torch.tensor(float(sum(len(s.response_ids) for s in samples)),
-                                             dtype=torch.float64, device=dev))
-        sums = all_reduce_sum(sums) / tokens
-        stats["logprob_diff/max"] = all_reduce_max(max_diff).item()
-        stats["logprob_diff/mean"] = sums[0].item()
-        stats["kl"] = sums[1].item()
-        stats["entropy"] = sums[2].item()
 
-    def _micro_batch(self, b: Batch, denom: torch.Tensor, share: torch.Tensor) -> Metrics:
+    def _micro_batch(self, b: Batch, denom: torch.Tensor, share: torch.Tensor,
+                     pass_stats: "PolicyPassStats | None" = None) -> Metrics:
         """Forward, loss and backward of one micro-batch; its metrics (0-d float64 tensors: loss
-        terms as shares of the mini-batch loss, fractions weighted by the token share)."""
+        terms as shares of the mini-batch loss, fractions weighted by the token share). With
+        `pass_stats` the rows have no old log-probs: the policy is still at the step's starting
+        weights, so they are this forward's own (detached), and its statistics go to pass_stats."""
         cfg, W = self.cfg, self.dist.world_size
         mask, f = b.response_mask, b.fields
         with self._autocast():
             out = self.actor(b.input_ids, b.response_start, mask.shape[1],
-                             cfg.sampling.temperature, entropy=cfg.entropy_coef > 0)
-        pl = policy_loss(out.logprobs, f["old_logprobs"], f["advantages"], mask,
+                             cfg.sampling.temperature,
+                             entropy=cfg.entropy_coef > 0 or pass_stats is not None)
+        old = f["old_logprobs"] if pass_stats is None else out.logprobs.detach()
+        if pass_stats is not None:
+            pass_stats.add(out.logprobs.detach(), out.entropy.detach(), f.get("ref_logprobs"), b)
+        pl = policy_loss(out.logprobs, old, f["advantages"], mask,
                          cfg.clip_low, cfg.clip_high, cfg.loss_aggregation, denom)
         loss = pl.loss
         metrics = {"loss/policy": pl.loss, "clip_frac": pl.clip_fraction * share,
@@ -294,26 +306,29 @@ class Trainer:
         value_metrics.update(self.algo.critic_backward(b, denom, share, W))
         return {k: v.detach().double() for k, v in {**metrics, **value_metrics}.items()}
 
-    def _update(self, samples: list[Sample]) -> dict[str, float]:
+    def _update(self, samples: list[Sample], pass_stats: "PolicyPassStats") -> dict[str, float]:
         """epochs x mini-batches of optimiser steps; returns loss metrics (global means)."""
         cfg, dev = self.cfg, self.dist.device
-        per_mini = len(samples) // cfg.num_mini_batches          # contiguous by construction
-        minis = [samples[j * per_mini:(j + 1) * per_mini] for j in range(cfg.num_mini_batches)]
+        minis = self._mini_batches(samples)
         counts = all_reduce_sum(torch.tensor(
             [[sum(len(s.response_ids) for s in mb), len(mb)] for mb in minis],
             dtype=torch.float32, device=dev))                    # [num_mini, 2] global
         fields = (("old_logprobs", "advantages") + (("ref_logprobs",) if self.reference else ())
                   + self.algo.fields)
+        # the first optimiser step's rows: no old log-probs yet (see _prepare)
+        first_fields = tuple(f for f in fields if f != "old_logprobs") + ("sampler_logprobs",)
         totals: Metrics = {}
         grad_norms = []
         for _ in range(cfg.epochs_per_step):
             for j, mini in enumerate(minis):
                 n_tok, n_seq = counts[j, 0], counts[j, 1]
                 denom = n_tok if cfg.loss_aggregation == "token" else n_seq
+                own = self.own_first_logprobs and j == 0
                 part: Metrics = {}
                 for mb in self._micro_batches(mini):
-                    b = collate(mb, fields, self.tokenizer.pad_token_id, dev)
-                    _accumulate(part, self._micro_batch(b, denom, b.response_mask.sum() / n_tok))
+                    b = collate(mb, first_fields if own else fields, self.tokenizer.pad_token_id, dev)
+                    _accumulate(part, self._micro_batch(b, denom, b.response_mask.sum() / n_tok,
+                                                        pass_stats if own else None))
                 grad_norms.append(optimizer_step(self.actor, self.actor_opt, self.actor_sched,
                                                  cfg.actor_optim.grad_clip))
                 self.algo.optimizer_step()
@@ -338,11 +353,13 @@ class Trainer:
         self.step += 1
         samples, stats = self._rollouts()
         t0 = time.perf_counter()
-        self._prepare(samples, stats)
+        pass_stats = PolicyPassStats(self.dist.device, cfg.kl_estimator)
+        self._prepare(samples, pass_stats)
         self.algo.advantages(samples)
         t_prepare = time.perf_counter() - t0
-        stats.update(self._update(samples))
+        stats.update(self._update(samples, pass_stats))
         t_train = time.perf_counter() - t0
+        stats.update(pass_stats.finish(sum(len(s.response_ids) for s in samples)))
         t0 = time.perf_counter()
         self._sync_rollout_model()
         t_sync = time.perf_counter() - t0
@@ -453,6 +470,36 @@ class Trainer:
         return {"prompt_index": s.prompt_index, "completion": s.completion, "reward": s.reward,
                 "details": s.details, "length": len(s.response_ids), "finish": s.finish_reason,
                 "meta": s.prompt.meta}
+
+
+class PolicyPassStats:
+    """Token sums of the policy's log-prob passes (the prepare pass, and the update's forward for
+    rows it skipped): |trainer - sampler| log-prob difference, KL to the reference, entropy."""
+
+    def __init__(self, device: torch.device, kl_estimator: str):
+        self.kl_estimator = kl_estimator
+        self.max_diff = torch.zeros((), device=device)
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)   # diff, kl, entropy
+
+    def add(self, logprobs: torch.Tensor, entropy: torch.Tensor, ref: torch.Tensor | None,
+            b: Batch) -> None:
+        """logprobs, entropy, ref [m, R] of batch b's rows (b.fields holds sampler_logprobs)."""
+        mask = b.response_mask
+        diff = (logprobs - b.fields["sampler_logprobs"]).abs() * mask
+        self.max_diff = torch.maximum(self.max_diff, diff.max())
+        self.sums[0] += diff.sum()
+        self.sums[2] += (entropy * mask).sum()
+        if ref is not None:
+            self.sums[1] += (kl_estimate(logprobs, ref, self.kl_estimator) * mask).sum()
+
+    def finish(self, tokens: int) -> dict[str, float]:
+        """Global means over every rank's `tokens` response tokens (a collective)."""
+        total = all_reduce_sum(torch.tensor(float(tokens), dtype=torch.float64,
+                                            device=self.sums.device))
+        means = all_reduce_sum(self.sums) / total
+        return {"logprob_diff/max": all_reduce_max(self.max_diff).item(),
+                "logprob_diff/mean": means[0].item(), "kl": means[1].item(),
+                "entropy": means[2].item()}
 
 
 def _accumulate(totals: Metrics, values: Metrics) -> None:
