@@ -7,8 +7,9 @@
 
 Prompts of different lengths are left-padded into one [B, P] batch; the cache is sized to
 P + max_new_tokens. A prompt that appears several times (a GRPO group repeats its prompt once per
-completion) is prefilled once and its keys/values copied to the rows that repeat it. Each step feeds one token per row; rows that have stopped keep running
-(static shapes) but their tokens are masked out and reported as padding.
+completion) is prefilled once and its keys/values copied to the rows that repeat it. Each step
+feeds one token per row; rows that have stopped keep running (static shapes) but their tokens are
+masked out and reported as padding.
 
 Log-probabilities (what the RL trainer must reproduce): for every chosen token,
 `log_softmax(logits / temperature)[token]` in float32 over the *full* vocabulary, i.e. the
