@@ -5,6 +5,8 @@
     python -m bench.fast_generate --no-cuda-graphs         # our kernels without the CUDA graph
     python -m bench.fast_generate --no-pdl                 # without programmatic dependent launch
     python -m bench.fast_generate --cases rollout --profile --ours-only   # where a rollout's GPU time goes
+    DEEPRETRIEVAL_LAYER_KERNEL=staged python -m bench.fast_generate --cases rollout --ours-only
+                                                           # the opt-in layer kernel above 16 rows
 
 Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sides.
   latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours and of three references:
@@ -49,6 +51,7 @@ from bench.gpu_profile import print_kernel_profile
 from bench.generate import QWEN25_SHAPES, cuda_hf, cuda_pair, time_hf, time_ours
 from bench.results_log import append_result
 from deepretrieval.kernels import use_pdl
+from deepretrieval.kernels.decode_layer import layer_kernel_mode
 from deepretrieval.model import fast_decode
 
 GiB = 2 ** 30
@@ -251,7 +254,7 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
         rec = {"model": name, "case": case_name, **case, "dtype": "bfloat16",
                "transformers": transformers.__version__, "torch": torch.__version__,
                "ours_tok_s": round(o["tok_s"], 1), "pdl": use_pdl(torch.device("cuda")),
-               "ours_mem_gib": o["mem_gib"],
+               "layer_kernel": layer_kernel_mode(), "ours_mem_gib": o["mem_gib"],
                "weights_gib": round(weight_bytes / GiB, 3),
                **{k: o[k] for k in ("cuda_graphs", "first_call_s", "graph_error") if k in o}}
         if not args.ours_only:

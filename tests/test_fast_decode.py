@@ -170,23 +170,27 @@ def test_decoder_reuse_and_rebuild():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the gpu tests run the compiled kernels")
-@pytest.mark.parametrize("family,temperature,rows", [("qwen3", 0.0, 3), ("qwen3", 1.0, 3), ("qwen2", 0.0, 3),
-                                                     ("qwen2", 1.0, 3), ("qwen2", 1.0, 1), ("qwen2", 1.0, 20)])
-def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, rows):
+@pytest.mark.parametrize("family,temperature,rows,layer_kernel", [
+    ("qwen3", 0.0, 3, ""), ("qwen3", 1.0, 3, ""), ("qwen2", 0.0, 3, ""), ("qwen2", 1.0, 3, ""), ("qwen2", 1.0, 1, ""),
+    ("qwen2", 1.0, 20, ""), ("qwen2", 0.0, 20, "staged"), ("qwen2", 1.0, 40, "persistent")])
+def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, rows, layer_kernel):
     """The step's calls into the Triton launchers (shapes, strides, dtypes), on CPU in Triton's
     interpreter: the same tokens and log-probs as the step on the PyTorch references. qwen3 (q/k
-    norm) takes the unfused layers, qwen2 (biases) the fused ones; one row (head_dim 16) also
-    the one-kernel qkv + RoPE + cache write; 20 rows the unfused layers over merged projections."""
+    norm) takes the unfused layers, qwen2 (biases) kernels.decode_layer's per-op fused kernels; one
+    row (head_dim 16) also the one-kernel qkv + RoPE + cache write; 20 rows the unfused layers over
+    merged projections, or with DEEPRETRIEVAL_LAYER_KERNEL the layer kernel (the interpreter runs
+    "persistent" as stages too)."""
     pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", layer_kernel)
     model = tiny(family)
     params = SamplingParams(max_new_tokens=5, temperature=temperature)
     prompts = (PROMPTS * 7)[:rows]
     want = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
-    assert fast_decode._DECODERS[model].fused == (family == "qwen2" and rows <= 16)
-    from deepretrieval.kernels import (decode_attention, fused_linear, qkv_rope_cache, record_step, rmsnorm,
-                                       rope_cache, sampling, silu_mul)
-    for module in (decode_attention, fused_linear, qkv_rope_cache, record_step, rmsnorm, rope_cache, sampling,
-                   silu_mul):
+    assert fast_decode._DECODERS[model].fused == (family == "qwen2" and (rows <= 16 or layer_kernel != ""))
+    from deepretrieval.kernels import (decode_attention, decode_layer, fused_linear, qkv_rope_cache, record_step,
+                                       rmsnorm, rope_cache, sampling, silu_mul)
+    for module in (decode_attention, decode_layer, fused_linear, qkv_rope_cache, record_step, rmsnorm, rope_cache,
+                   sampling, silu_mul):
         monkeypatch.setattr(module, "use_triton", lambda *tensors: True)
     got = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
     assert torch.equal(got.tokens, want.tokens)
@@ -238,9 +242,17 @@ def model_bf16():
     return qwen25_05b(torch.bfloat16)
 
 
+# The layer kernel (kernels/decode_layer.py, opt-in above 16 rows) at batch 64: on an H100
+# (2026-12-07) both greedy tests below split from the eager path beyond their tie bounds while the
+# sampling rollout and the layer's own tests passed; not yet understood (docs/LOG.md).
+LAYER_KERNEL_AT_64 = pytest.param(64, "staged", marks=pytest.mark.xfail(
+    reason="layer kernel: greedy batch 64 split from eager beyond the tie bound on an H100", strict=False))
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("batch", [3, 64])
-def test_gpu_fp32_greedy_fast_equals_eager(model_fp32, batch):
+@pytest.mark.parametrize("batch,layer_kernel", [(3, ""), (64, ""), LAYER_KERNEL_AT_64])
+def test_gpu_fp32_greedy_fast_equals_eager(model_fp32, batch, layer_kernel, monkeypatch):
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", layer_kernel)
     prompts = ragged_prompts(batch)
     params = SamplingParams(max_new_tokens=64, temperature=0.0)
     eager = generate(model_fp32, prompts, params, pad_token_id=PAD, fast=False)
@@ -252,8 +264,9 @@ def test_gpu_fp32_greedy_fast_equals_eager(model_fp32, batch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("batch", [3, 64])
-def test_gpu_bf16_fast_vs_eager_and_trainer(model_bf16, batch):
+@pytest.mark.parametrize("batch,layer_kernel", [(3, ""), (64, ""), LAYER_KERNEL_AT_64])
+def test_gpu_bf16_fast_vs_eager_and_trainer(model_bf16, batch, layer_kernel, monkeypatch):
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", layer_kernel)
     prompts = ragged_prompts(batch, seed=1)
     params = SamplingParams(max_new_tokens=64, temperature=0.0)
     eager = generate(model_bf16, prompts, params, pad_token_id=PAD, fast=False)
@@ -278,10 +291,13 @@ def test_gpu_bf16_fast_vs_eager_and_trainer(model_bf16, batch):
 
 
 @pytest.mark.gpu
-def test_gpu_bf16_sampling_rollout(model_bf16):
+@pytest.mark.parametrize("layer_kernel", ["", "staged"])
+def test_gpu_bf16_sampling_rollout(model_bf16, layer_kernel, monkeypatch):
     """The RL case: batch 64 (8 prompts x 8 completions, each prompt prefilled once and its cache
     copied), temperature 1, stop tokens. A reused decoder replays the same seeded rollout exactly;
-    its log-probs are as close to the trainer's recomputation as the eager path's."""
+    its log-probs are as close to the trainer's recomputation as the eager path's. Also through
+    the opt-in layer kernel."""
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", layer_kernel)
     prompts = [p for p in ragged_prompts(8, seed=2) for _ in range(8)]
     params = SamplingParams(max_new_tokens=64, temperature=1.0, stop_token_ids=(7, 11, 13))
     generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)           # builds and captures

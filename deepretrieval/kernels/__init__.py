@@ -15,6 +15,8 @@ Every kernel comes as three functions with one signature:
     decode_attention  one new token against the static KV cache, GQA, split-K (flash-decoding)
     fused_linear      decode GEMV (<= 16 rows): RMSNorm before, bias / SiLU-gate / residual after,
                       q, k, v (or gate, up) in one launch
+    decode_layer      a whole decoder layer for one token per row: the per-op kernels above composed,
+                      and (opt-in, more rows) one kernel whose stages run staged or persistent
     silu_mul          SwiGLU's silu(gate) * up in one launch (decode above fused_linear's rows)
     sample            greedy / temperature / top-k / top-p sampling with no host sync
     record_step       the end of a decode step: record the samples, mark stopped rows, bump counters

@@ -31,16 +31,12 @@ from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
 
 
 @triton.jit
-def _attention_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_ptr,
-                            stride_qb, stride_qh, stride_kb, stride_kh, stride_ks,
-                            stride_vb, stride_vh, stride_vs, stride_ob, stride_oh, stride_os,
-                            stride_lb, stride_lh, qk_scale_log2, G: tl.constexpr, D: tl.constexpr,
-                            BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                            USE_PDL: tl.constexpr):
-    wait_for_previous(USE_PDL)
-    b = tl.program_id(0).to(tl.int64)
-    h_kv = tl.program_id(1)
-    split = tl.program_id(2)
+def _attention_split_tile(b, h_kv, split, q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_ptr,
+                          stride_qb, stride_qh, stride_kb, stride_kh, stride_ks,
+                          stride_vb, stride_vh, stride_vs, stride_ob, stride_oh, stride_os,
+                          stride_lb, stride_lh, qk_scale_log2, G: tl.constexpr, D: tl.constexpr,
+                          BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr):
+    """Slice `split` of sequence b's keys for the query heads of KV head h_kv (b: int64)."""
     start = tl.load(start_ptr + b).to(tl.int32)
     end = tl.load(end_ptr + b).to(tl.int32)
     # this program's slice of [start, end): equal shares rounded up to whole blocks
@@ -82,6 +78,21 @@ def _attention_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_
     if NUM_SPLITS > 1:
         lse = tl.where(l > 0, m + tl.log2(l_safe), float("-inf"))
         tl.store(lse_ptr + b * stride_lb + heads * stride_lh + split, lse, mask=gmask)
+
+
+@triton.jit
+def _attention_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_ptr,
+                            stride_qb, stride_qh, stride_kb, stride_kh, stride_ks,
+                            stride_vb, stride_vh, stride_vs, stride_ob, stride_oh, stride_os,
+                            stride_lb, stride_lh, qk_scale_log2, G: tl.constexpr, D: tl.constexpr,
+                            BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                            USE_PDL: tl.constexpr):
+    wait_for_previous(USE_PDL)
+    _attention_split_tile(tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2),
+                          q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, o_ptr, lse_ptr,
+                          stride_qb, stride_qh, stride_kb, stride_kh, stride_ks,
+                          stride_vb, stride_vh, stride_vs, stride_ob, stride_oh, stride_os,
+                          stride_lb, stride_lh, qk_scale_log2, G, D, BLOCK_G, BLOCK_N, NUM_SPLITS)
 
 
 @triton.jit

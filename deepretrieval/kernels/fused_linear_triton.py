@@ -132,13 +132,39 @@ def _project(x_ptr, nw_ptr, stride_xb, rows, B, K, eps, w, w_ptr, cols, N, w2, w
 
 
 @triton.jit
-def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
-                         B, K, N0, N1, N2, eps, stride_xb, stride_rb, stride_ob,
-                         NUM_W: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr,
-                         BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                         USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr, USE_PDL: tl.constexpr):
-    pid = tl.program_id(0)
+def _project_pipelined(x_ptr, stride_xb, rows, B, k_lo, k_hi, K, w_ptr, cols, N, w2_ptr, cols2, N2,
+                       TWO: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       DOT_FP32: tl.constexpr):
+    """`_project` for many rows and no RMSNorm (kernels/decode_layer_triton.py), over the slice
+    [k_lo, k_hi) of K: one plain loop, which Triton software-pipelines through shared memory
+    (num_stages chunks in flight), where `_project`'s register prefetch holds one."""
+    acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+    acc2 = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        kmask = k[None, :] < k_hi
+        xv = tl.load(x_ptr + rows[:, None] * stride_xb + k[None, :], mask=(rows[:, None] < B) & kmask, other=0.0)
+        if DOT_FP32:
+            xv = xv.to(tl.float32)
+        w = tl.load(w_ptr + cols[:, None].to(tl.int64) * K + k[None, :], mask=(cols[:, None] < N) & kmask, other=0.0)
+        acc = _accumulate(acc, xv, w, True, DOT_FP32)
+        if TWO:
+            w2 = tl.load(w2_ptr + cols2[:, None].to(tl.int64) * K + k[None, :], mask=(cols2[:, None] < N2) & kmask,
+                         other=0.0)
+            acc2 = _accumulate(acc2, xv, w2, True, DOT_FP32)
+    return acc, acc2
+
+
+@triton.jit
+def _fused_linear_tile(pid, row0, x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
+                       B, K, N0, N1, N2, eps, stride_xb, stride_rb, stride_ob,
+                       NUM_W: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr,
+                       BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr, PIPELINED: tl.constexpr,
+                       USE_PDL: tl.constexpr):
+    """Output columns tile `pid` (over the weights laid end to end) of rows [row0, row0 + BLOCK_B);
+    PIPELINED: `_project_pipelined` (many rows), else `_project`."""
     # which weight this program reads, its first column there, and where that lands in the output
     w_ptr = w0_ptr
     b_ptr = b0_ptr
@@ -161,12 +187,13 @@ def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr
             N = N1 + pid * 0
             out_col = N0 + pid * 0
     dt = x_ptr.dtype.element_ty
-    rows = tl.arange(0, BLOCK_B)
+    rows = row0 + tl.arange(0, BLOCK_B)
     cols = n_start + tl.arange(0, BLOCK_N)
     cmask = cols < N
     mask = (rows[:, None] < B) & cmask[None, :]
     out_cols = out_col + cols
-    w, w_up = _first_chunks(w_ptr, cols, N, w1_ptr, cols, N, K, SILU_MUL, BLOCK_K)
+    if not PIPELINED:
+        w, w_up = _first_chunks(w_ptr, cols, N, w1_ptr, cols, N, K, SILU_MUL, BLOCK_K)
     wait_for_previous(USE_PDL)                                             # x is the previous kernel's output
     # the epilogue's loads first: their latency then hides behind the projection
     r = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
@@ -178,8 +205,13 @@ def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr
         bias = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
         if SILU_MUL:
             bias_up = tl.load(b1_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    acc, acc_up = _project(x_ptr, nw_ptr, stride_xb, rows, B, K, eps, w, w_ptr, cols, N, w_up, w1_ptr, cols, N,
-                           SILU_MUL, HAS_NORM, BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, DOT_FP32)
+    if PIPELINED:
+        tl.static_assert(not HAS_NORM, "the pipelined loop takes x already normed")
+        acc, acc_up = _project_pipelined(x_ptr, stride_xb, rows, B, 0, K, K, w_ptr, cols, N, w1_ptr, cols, N,
+                                         SILU_MUL, BLOCK_B, BLOCK_N, BLOCK_K, DOT_FP32)
+    else:
+        acc, acc_up = _project(x_ptr, nw_ptr, stride_xb, rows, B, K, eps, w, w_ptr, cols, N, w_up, w1_ptr, cols,
+                               N, SILU_MUL, HAS_NORM, BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, DOT_FP32)
     y = (acc + bias[None, :]).to(dt).to(tl.float32)                       # F.linear's rounding
     if SILU_MUL:
         gate_act = (y * tl.sigmoid(y)).to(dt).to(tl.float32)
@@ -187,6 +219,19 @@ def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr
     if HAS_RES:
         y = (r + y).to(dt).to(tl.float32)
     tl.store(out_ptr + rows[:, None] * stride_ob + out_cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _fused_linear_kernel(x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
+                         B, K, N0, N1, N2, eps, stride_xb, stride_rb, stride_ob,
+                         NUM_W: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr,
+                         BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                         USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr, USE_PDL: tl.constexpr):
+    _fused_linear_tile(tl.program_id(0), 0, x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr,
+                       b0_ptr, b1_ptr, b2_ptr, B, K, N0, N1, N2, eps, stride_xb, stride_rb, stride_ob,
+                       NUM_W, HAS_NORM, HAS_BIAS, HAS_RES, SILU_MUL, BLOCK_B, BLOCK_N, BLOCK_K,
+                       USE_DOT, DOT_FP32, False, USE_PDL)
 
 
 def check_launch_args(x: torch.Tensor, weights, biases, who: str) -> bool:

@@ -14,11 +14,9 @@ from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
 
 
 @triton.jit
-def _rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr,
-                    stride_x, stride_res, stride_out, stride_res_out, N, eps,
-                    HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, USE_PDL: tl.constexpr):
-    wait_for_previous(USE_PDL)
-    row = tl.program_id(0).to(tl.int64)
+def _rmsnorm_row(row, x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, stride_x, stride_res, stride_out,
+                 stride_res_out, N, eps, HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Row `row` (int64) of the output (and of the residual sum)."""
     cols = tl.arange(0, BLOCK_N)
     mask = cols < N
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
@@ -32,6 +30,15 @@ def _rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr,
     normed = (x * rstd).to(x_ptr.dtype.element_ty).to(tl.float32)
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + row * stride_out + cols, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr,
+                    stride_x, stride_res, stride_out, stride_res_out, N, eps,
+                    HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, USE_PDL: tl.constexpr):
+    wait_for_previous(USE_PDL)
+    _rmsnorm_row(tl.program_id(0).to(tl.int64), x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, stride_x, stride_res,
+                 stride_out, stride_res_out, N, eps, HAS_RESIDUAL, BLOCK_N)
 
 
 def rmsnorm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float,

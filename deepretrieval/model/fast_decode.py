@@ -16,12 +16,13 @@ One decode step (`FastDecoder._body`: one token per row, static shapes):
   the projections are fused GEMVs that fold in the RMSNorm before them and the bias, SiLU-gate and
   residual add after them, then RoPE + cache write, the attention's split and reduce
   (`_layers_fused`); at one row the qkv GEMV also does the RoPE and the cache write
-  (kernels/qkv_rope_cache.py), 6 kernels. The LM head folds in the final norm. More rows (and
-  Qwen3's q/k norms) take cuBLAS matmuls with the small kernels between them (`_layers`), 10
-  launches a layer: q/k/v and gate/up each in one matmul over weights laid side by side
-  (`MergedProjections`, a copy refreshed at the start of every call), SiLU-gate in one kernel
-  (kernels/silu_mul.py). Launch overhead, not bandwidth, is what a decode step of a small model is
-  made of.
+  (kernels/qkv_rope_cache.py), 6 kernels; these are kernels.decode_layer's per-op path, whose
+  layer kernel also takes more rows when DEEPRETRIEVAL_LAYER_KERNEL asks for it (opt-in, see
+  there). The LM head folds in the final norm. More rows (and Qwen3's q/k norms) take cuBLAS
+  matmuls with the small kernels between them (`_layers`), 10 launches a layer: q/k/v and gate/up
+  each in one matmul over weights laid side by side (`MergedProjections`, a copy refreshed at the
+  start of every call), SiLU-gate in one kernel (kernels/silu_mul.py). Launch overhead, not
+  bandwidth, is what a decode step of a small model is made of.
 Everything that changes between steps is a device tensor that the step advances itself, so on CUDA
 the step is captured once in a CUDA graph and replayed with no host input: the host loop only
 refills the noise from the torch.Generator (outside the graph, so any generator works) and reads
@@ -59,8 +60,8 @@ import torch.nn.functional as F
 
 from deepretrieval.kernels import use_pdl
 from deepretrieval.kernels.decode_attention import decode_attention, kv_range_from_mask
+from deepretrieval.kernels.decode_layer import LayerWeights, decode_layer, layer_kernel_mode
 from deepretrieval.kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS, fused_linear
-from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache
 from deepretrieval.kernels.rmsnorm import rmsnorm
 from deepretrieval.kernels.rope_cache import rope_cache
 from deepretrieval.kernels.sampling import sample
@@ -103,6 +104,7 @@ class DecoderKey(NamedTuple):
     pad_token_id: int
     cuda_graphs: bool
     pdl: bool                      # kernels launched with programmatic dependent launch
+    layer_kernel: str | None       # DEEPRETRIEVAL_LAYER_KERNEL (kernels/decode_layer.py)
     dtype: torch.dtype
     weights: tuple[int, ...]       # data pointers of the model's parameters
 
@@ -112,20 +114,14 @@ def decoder_for(model: Transformer, rows: int, max_len: int, params, pad_token_i
     """The cached decoder for this call's shapes and settings, or a new one (`new_outputs()` gives
     its `deepretrieval.model.sampler.StepOutputs`, which the graph writes into)."""
     max_len = -(-max_len // SEQ_ROUND) * SEQ_ROUND
-    key = DecoderKey(rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device), model.dtype,
-                     tuple(p.data_ptr() for p in model.parameters()))
+    key = DecoderKey(rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device), layer_kernel_mode(),
+                     model.dtype, tuple(p.data_ptr() for p in model.parameters()))
     decoder = _DECODERS.get(model)
     if decoder is None or decoder.key != key:
         decoder = None
         release(model)                                   # free the old buffers before allocating
         decoder = _DECODERS[model] = FastDecoder(model, rows, max_len, params, new_outputs(), cuda_graphs, key)
     return decoder
-
-
-def _biases(*linears: torch.nn.Linear):
-    """The layers' biases for fused_linear: all of them, or None when they have none."""
-    biases = tuple(lin.bias for lin in linears)
-    return None if all(b is None for b in biases) else biases
 
 
 def _norm(x: torch.Tensor, norm: RMSNorm, residual: torch.Tensor | None):
@@ -232,9 +228,12 @@ class FastDecoder:
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)            # the slot the next step writes
         self.uniform = (None if params.temperature == 0 else
                         torch.zeros(rows, cfg.vocab_size, dtype=torch.float32, device=dev))   # [B, V]
-        # a few rows: fused projection kernels (6-7 launches a layer); more rows: cuBLAS matmuls with
-        # the small kernels between them (the fused kernels at 64 rows were 1.6-1.9x slower: docs/LOG.md)
-        self.fused = rows <= FUSED_MAX_ROWS and not cfg.qk_norm
+        # a few rows: kernels.decode_layer's per-op fused kernels (6-7 launches a layer); more rows:
+        # cuBLAS matmuls with the small kernels between them, or kernels.decode_layer's layer kernel
+        # when DEEPRETRIEVAL_LAYER_KERNEL asks for it; Qwen3's q/k norms are in neither fused path
+        self.fused = (rows <= FUSED_MAX_ROWS or key.layer_kernel is not None) and not cfg.qk_norm
+        self.layer_weights = [LayerWeights.of(layer) for layer in model.layers] if self.fused else None
+        self.sync = torch.zeros(2, dtype=torch.int32, device=dev)           # the layer kernel's grid barrier
         self.merged = None if self.fused else MergedProjections(model)
         self.use_graph = cuda_graphs and dev.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -334,20 +333,13 @@ class FastDecoder:
         return model.logits(h)
 
     def _layers_fused(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
-        """The same layers in 6 (one row) or 7 launches each: RMSNorm folds into the projection
-        after it, bias, SiLU-gate and the residual add into the projection before them, and at one
-        row RoPE and the cache write into the qkv projection."""
+        """The same layers through kernels.decode_layer: at a few rows 6 (one row) or 7 launches
+        each, RMSNorm folded into the projection after it, bias, SiLU-gate and the residual add into
+        the projection before them, RoPE and the cache write into the qkv projection at one row;
+        more rows (opt-in) its layer kernel. The LM head folds in the final norm."""
         for i, layer in enumerate(model.layers):
-            attn, mlp = layer.attn, layer.mlp
-            # q [B, H, D] rotated; this step's k and v go straight into the cache
-            q = qkv_rope_cache(x, (attn.wq.weight, attn.wk.weight, attn.wv.weight),
-                               _biases(attn.wq, attn.wk, attn.wv), layer.attn_norm.weight, layer.attn_norm.eps,
-                               self.cos, self.sin, self.positions, self.k[i], self.v[i], self.slot)
-            y = self._attend(q, i)                                           # [B, H * D]
-            h = fused_linear(y, (attn.wo.weight,), _biases(attn.wo), residual=x)          # [B, C]
-            gated = fused_linear(h, (mlp.gate.weight, mlp.up.weight), _biases(mlp.gate, mlp.up),
-                                 norm_weight=layer.mlp_norm.weight, eps=layer.mlp_norm.eps, silu_mul=True)
-            x = fused_linear(gated, (mlp.down.weight,), _biases(mlp.down), residual=h)   # [B, C]
+            x = decode_layer(x, self.layer_weights[i], layer.attn_norm.eps, self.cos, self.sin, self.positions,
+                             self.k[i], self.v[i], self.slot, self.kv_start, self.kv_end, sync=self.sync)
         return fused_linear(x, (model.head_weight,), norm_weight=model.norm.weight, eps=model.norm.eps, out_float=True)
 
     @staticmethod

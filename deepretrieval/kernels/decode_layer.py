@@ -1,0 +1,111 @@
+"""One decoder layer for one decode token per row: attention block and MLP block with their norms.
+
+    x_next = decode_layer(x, weights, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end)
+
+    x          [B, C]           the residual stream entering the layer (model dtype)
+    weights    LayerWeights     the layer's norms, projections and biases
+    eps        RMSNorm epsilon
+    cos, sin, positions, k_cache, v_cache, slot   as `deepretrieval.kernels.rope_cache`
+    kv_start, kv_end                              as `deepretrieval.kernels.decode_attention`
+    returns    [B, C]           h + down(silu(gate(n)) * up(n)), n = RMSNorm(h),
+                                h = x + wo(attention(RoPE(q/k/v(RMSNorm(x)))))
+    This step's k and v land in the caches at `slot`, as rope_cache does.
+
+It is the composition of five kernels (`compose`): qkv_rope_cache, decode_attention, and
+fused_linear for the o, gate/up and down projections, the reference being exactly that over their
+references, with their numerics. At a few rows (<= fused_linear.MAX_ROWS) those kernels are what
+runs. More rows on CUDA run kernels/decode_layer_triton.py when DEEPRETRIEVAL_LAYER_KERNEL is
+"staged" (its stages as seven or eight launches) or "persistent" (one launch, grid barriers between
+the stages); unset, more rows are the caller's to run with cuBLAS (model/fast_decode.py does).
+Opt-in because, on an H100 at 64 rows, the batch-64 equality tests of the fast decoder did not
+pass through it yet, while the layer's own tests did (docs/LOG.md, "A layer kernel for many rows").
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import torch
+
+from deepretrieval.kernels import use_triton
+from deepretrieval.kernels.decode_attention import decode_attention, decode_attention_reference
+from deepretrieval.kernels.fused_linear import MAX_ROWS, fused_linear, fused_linear_reference
+from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache, qkv_rope_cache_reference
+
+
+class LayerWeights(NamedTuple):
+    """A decoder layer's weights as the decode kernels take them (nn.Linear layout)."""
+    attn_norm: torch.Tensor                  # [C]
+    wq: torch.Tensor                         # [H D, C]
+    wk: torch.Tensor                         # [H_kv D, C]
+    wv: torch.Tensor                         # [H_kv D, C]
+    wo: torch.Tensor                         # [C, H D]
+    mlp_norm: torch.Tensor                   # [C]
+    gate: torch.Tensor                       # [F, C]
+    up: torch.Tensor                         # [F, C]
+    down: torch.Tensor                       # [C, F]
+    qkv_bias: tuple | None = None            # (bq, bk, bv)
+    o_bias: torch.Tensor | None = None       # [C]
+    mlp_bias: tuple | None = None            # (b_gate, b_up, b_down)
+
+    @classmethod
+    def of(cls, layer) -> "LayerWeights":
+        """From a model/transformer.py Block (detached: views of its parameters)."""
+        attn, mlp = layer.attn, layer.mlp
+
+        def biases(*linears):
+            found = [lin.bias for lin in linears]
+            return None if all(b is None for b in found) else tuple(
+                None if b is None else b.detach() for b in found)
+        return cls(layer.attn_norm.weight.detach(), attn.wq.weight.detach(), attn.wk.weight.detach(),
+                   attn.wv.weight.detach(), attn.wo.weight.detach(), layer.mlp_norm.weight.detach(),
+                   mlp.gate.weight.detach(), mlp.up.weight.detach(), mlp.down.weight.detach(),
+                   biases(attn.wq, attn.wk, attn.wv), None if attn.wo.bias is None else attn.wo.bias.detach(),
+                   biases(mlp.gate, mlp.up, mlp.down))
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (*self[:9], *(self.qkv_bias or ()), self.o_bias, *(self.mlp_bias or ())) if t is not None]
+
+
+def compose(ops, x, w: LayerWeights, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end):
+    """The layer from ops = (qkv_rope_cache, decode_attention, fused_linear) (kernels or references)."""
+    qkv_rope_cache_op, decode_attention_op, fused_linear_op = ops
+    b_gate, b_up, b_down = w.mlp_bias or (None,) * 3
+    q = qkv_rope_cache_op(x, (w.wq, w.wk, w.wv), w.qkv_bias, w.attn_norm, eps, cos, sin, positions,
+                          k_cache, v_cache, slot)                                       # [B, H, D]
+    attn = decode_attention_op(q, k_cache, v_cache, kv_start, kv_end).flatten(1)        # [B, H D]
+    h = fused_linear_op(attn, (w.wo,), (w.o_bias,), residual=x)                         # [B, C]
+    act = fused_linear_op(h, (w.gate, w.up), (b_gate, b_up), norm_weight=w.mlp_norm, eps=eps,
+                          silu_mul=True)                                                # [B, F]
+    return fused_linear_op(act, (w.down,), (b_down,), residual=h)                       # [B, C]
+
+
+REFERENCE_OPS = (qkv_rope_cache_reference, decode_attention_reference, fused_linear_reference)
+KERNEL_OPS = (qkv_rope_cache, decode_attention, fused_linear)
+
+
+def decode_layer_reference(x, w: LayerWeights, eps, cos, sin, positions, k_cache, v_cache, slot,
+                           kv_start, kv_end) -> torch.Tensor:
+    return compose(REFERENCE_OPS, x, w, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end)
+
+
+def layer_kernel_mode() -> str | None:
+    """DEEPRETRIEVAL_LAYER_KERNEL: "staged", "persistent", or None (unset or empty: off)."""
+    mode = os.environ.get("DEEPRETRIEVAL_LAYER_KERNEL") or None
+    if mode not in (None, "staged", "persistent"):
+        raise ValueError(f"DEEPRETRIEVAL_LAYER_KERNEL={mode!r}: use 'staged', 'persistent' or leave it unset")
+    return mode
+
+
+def decode_layer(x, w: LayerWeights, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end,
+                 sync: torch.Tensor | None = None) -> torch.Tensor:
+    """The Triton layer kernel on CUDA above MAX_ROWS rows when `layer_kernel_mode()` asks for it
+    (no grad; `sync` [2] int32 zeros is the persistent kernel's barrier state: pass one per decoder
+    so that the launch allocates nothing), the five dispatched kernels otherwise; same results."""
+    tensors = [x, *w.tensors(), cos, sin, positions, k_cache, v_cache, slot]
+    mode = layer_kernel_mode()
+    if x.shape[0] > MAX_ROWS and mode and use_triton(*tensors):
+        from deepretrieval.kernels.decode_layer_triton import decode_layer_triton
+        return decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end,
+                                   sync=sync, persistent=mode == "persistent")
+    return compose(KERNEL_OPS, x, w, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end)

@@ -1,0 +1,263 @@
+"""Triton decoder layer for many decode rows: see kernels/decode_layer.py for what it computes.
+
+One kernel, seven stages, each a loop of the launched programs over that stage's tiles:
+
+  1 norm       xn = RMSNorm(x)                                                 rmsnorm rows
+  2 qkv        xn @ [wq; wk; wv].T + b -> qkv [B, (H + 2 H_kv) D]              fused_linear tiles
+  3 attention  per (row, KV head): RoPE of its G query heads and its key, this step's k/v into the
+               cache at `slot` (rope_cache), then attention over [kv_start, kv_end) (decode
+               attention's split tile, one split) -> attn [B, H D]
+  4 o          x + attn @ wo.T -> h [B, C]                                     fused_linear tiles
+  5 norm       hn = RMSNorm(h)                                                 rmsnorm rows
+  6 gate/up    silu(hn @ gate.T) * (hn @ up.T) -> act [B, F]                   fused_linear tiles
+  7 down       h + act @ down.T -> out [B, C]                                  fused_linear tiles
+
+The tiles are the per-op kernels' own bodies (`_rmsnorm_row`, `_fused_linear_tile`,
+`_rope_cache_heads`, `_attention_split_tile`), so the numerics are theirs. The norms are stages of
+their own because a projection whose loop also normalises its input was not pipelined by Triton
+(qkv 11.3 us against o's 3.1 at Qwen2.5-0.5B shapes, 64 rows, an H100). A fused_linear tile takes BLOCK_B rows
+(up to 64) and BLOCK_N columns; more rows take more row blocks.
+
+Staged (the default): one launch per stage, each with as many programs as the stage has tiles,
+under PDL (kernels/pdl_triton.py). Persistent (`persistent=True`): one program per SM runs all the
+stages, with a grid-wide barrier between them (`_grid_sync`, about 1.2 us on an H100), so a layer
+is one launch. The barrier needs every program resident at once: one per SM, and nothing else may
+hold an SM for good (a kernel of the same step started early by PDL only waits; another process
+under MPS with a share of the SMs could deadlock it). Under the CPU interpreter, whose programs run
+one after another so that a barrier would never open, it is always staged; the stages are one
+kernel with a STAGE constexpr, so both modes run the same code.
+
+Measured on an H100, 64 rows, context 512, weights from HBM (a layer in isolation; stage times
+from staged launches): Qwen2.5-0.5B norm 1.5, qkv 3.3, attention 8.6, o 3.2, norm 1.5, gate/up
+10.2, down 8.5 (3 K-splits), split sum 1.7 us: 44.0 us staged, 50.0 persistent; 3B 1.6, 7.7, 11.3,
+5.1, 1.6, 36.4, 23.0 us: 98.7 staged, 106.7 persistent (docs/LOG.md).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from deepretrieval.kernels import _device_properties, _index, parallel_programs
+from deepretrieval.kernels.decode_attention_triton import _attention_split_tile
+from deepretrieval.kernels.fused_linear_triton import _fused_linear_tile, _project_pipelined
+from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
+from deepretrieval.kernels.rope_cache import check_cache_args
+from deepretrieval.kernels.rmsnorm_triton import _rmsnorm_row
+from deepretrieval.kernels.rope_cache_triton import _rope_cache_heads
+
+ALL_STAGES = 0
+STAGES = (1, 2, 3, 4, 5, 6, 7, 8)
+
+
+@triton.jit
+def _grid_sync(sync_ptr, num_programs):
+    """Wait until every program of the grid has arrived here; their writes before it are then visible.
+    sync_ptr[0] counts arrivals, sync_ptr[1] is a generation that the last arrival bumps after
+    resetting the count, so the state is ready for the next barrier and the next launch."""
+    tl.debug_barrier()                                    # the whole program's writes come first
+    generation = tl.atomic_add(sync_ptr + 1, 0, sem="acquire", scope="gpu")
+    arrived = tl.atomic_add(sync_ptr, 1, sem="acq_rel", scope="gpu")
+    if arrived == num_programs - 1:
+        tl.atomic_xchg(sync_ptr, 0, sem="relaxed", scope="gpu")
+        tl.atomic_add(sync_ptr + 1, 1, sem="release", scope="gpu")
+    else:
+        while tl.atomic_add(sync_ptr + 1, 0, sem="acquire", scope="gpu") == generation:
+            pass
+    tl.debug_barrier()
+
+
+@triton.jit
+def _norm_rows(pid, num_programs, x_ptr, w_ptr, out_ptr, B, C, eps, BLOCK_C: tl.constexpr):
+    """out = RMSNorm(x) for rows pid, pid + num_programs, ... of x [B, C] (contiguous)."""
+    for row in range(pid, B, num_programs):
+        _rmsnorm_row(tl.cast(row, tl.int64), x_ptr, x_ptr, w_ptr, out_ptr, out_ptr, C, 0, C, 0, C, eps, False, BLOCK_C)
+
+
+@triton.jit
+def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr, act_ptr, partial_ptr, out_ptr,
+                         attn_norm_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr,
+                         mlp_norm_ptr, gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr,
+                         cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr, slot_ptr, start_ptr, end_ptr, sync_ptr,
+                         B, C, FF, NQ, NKV, H_Q, H_KV, eps, qk_scale_log2, stride_cos, stride_sin,
+                         stride_cb, stride_ch, stride_cs,
+                         STAGE: tl.constexpr, HALF: tl.constexpr, G: tl.constexpr, BLOCK_H: tl.constexpr,
+                         BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
+                         HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, HAS_MLP_BIAS: tl.constexpr,
+                         BLOCK_B: tl.constexpr, BN_QKV: tl.constexpr, BK_QKV: tl.constexpr, BN_O: tl.constexpr,
+                         BK_O: tl.constexpr, BN_GATE_UP: tl.constexpr, BK_GATE_UP: tl.constexpr,
+                         BN_DOWN: tl.constexpr, BK_DOWN: tl.constexpr, DOWN_SPLITS: tl.constexpr,
+                         DOT_FP32: tl.constexpr, USE_PDL: tl.constexpr):
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    wait_for_previous(USE_PDL)
+    row_blocks = tl.cdiv(B, BLOCK_B)
+    n_qkv = NQ + 2 * NKV
+    if STAGE == 0 or STAGE == 1:                         # xn = RMSNorm(x)
+        _norm_rows(pid, num_programs, x_ptr, attn_norm_ptr, xn_ptr, B, C, eps, BLOCK_C)
+    if STAGE == 0:
+        _grid_sync(sync_ptr, num_programs)
+    if STAGE == 0 or STAGE == 2:                         # qkv = xn @ [wq; wk; wv].T + b
+        cols = tl.cdiv(NQ, BN_QKV) + 2 * tl.cdiv(NKV, BN_QKV)
+        for t in range(pid, row_blocks * cols, num_programs):
+            _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, xn_ptr, xn_ptr, xn_ptr, qkv_ptr,
+                               wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, B, C, NQ, NKV, NKV, eps,
+                               C, 0, n_qkv, 3, False, HAS_QKV_BIAS, False, False,
+                               BLOCK_B, BN_QKV, BK_QKV, True, DOT_FP32, True, False)
+    if STAGE == 0:
+        _grid_sync(sync_ptr, num_programs)
+    if STAGE == 0 or STAGE == 3:                         # RoPE, k/v into the cache, attention
+        for t in range(pid, B * H_KV, num_programs):
+            b = (t // H_KV).to(tl.int64)
+            h = t % H_KV
+            _rope_cache_heads(b, h * G, G, h, 1, qkv_ptr, qkv_ptr + NQ, qkv_ptr + NQ + NKV, cos_ptr, sin_ptr,
+                              pos_ptr, kc_ptr, vc_ptr, slot_ptr, q_ptr, H_Q, HALF, n_qkv, 2 * HALF, n_qkv, 2 * HALF,
+                              n_qkv, 2 * HALF, stride_cb, stride_ch, stride_cs, stride_cos, stride_sin,
+                              BLOCK_H, HALF)
+            tl.debug_barrier()          # the rotated q and the new k/v are read back by other threads
+            _attention_split_tile(b, h, 0, q_ptr, kc_ptr, vc_ptr, start_ptr, end_ptr, attn_ptr, attn_ptr,
+                                  H_Q * 2 * HALF, 2 * HALF, stride_cb, stride_ch, stride_cs, stride_cb, stride_ch,
+                                  stride_cs, H_Q * 2 * HALF, 2 * HALF, 0, 0, 0, qk_scale_log2, G, 2 * HALF,
+                                  BLOCK_G, BLOCK_S, 1)
+    if STAGE == 0:
+        _grid_sync(sync_ptr, num_programs)
+    if STAGE == 0 or STAGE == 4:                         # h = x + attn @ wo.T
+        cols = tl.cdiv(C, BN_O)
+        for t in range(pid, row_blocks * cols, num_programs):
+            _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, attn_ptr, attn_ptr, x_ptr, h_ptr,
+                               wo_ptr, wo_ptr, wo_ptr, bo_ptr, bo_ptr, bo_ptr, B, NQ, C, 0, 0, eps,
+                               NQ, C, C, 1, False, HAS_O_BIAS, True, False,
+                               BLOCK_B, BN_O, BK_O, True, DOT_FP32, True, False)
+    if STAGE == 0:
+        _grid_sync(sync_ptr, num_programs)
+    if STAGE == 0 or STAGE == 5:                         # hn = RMSNorm(h)
+        _norm_rows(pid, num_programs, h_ptr, mlp_norm_ptr, hn_ptr, B, C, eps, BLOCK_C)
+    if STAGE == 0:
+        _grid_sync(sync_ptr, num_programs)
+    if STAGE == 0 or STAGE == 6:                         # act = silu(hn @ gate.T) * (hn @ up.T)
+        cols = tl.cdiv(FF, BN_GATE_UP)
+        for t in range(pid, row_blocks * cols, num_programs):
+            _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, hn_ptr, hn_ptr, hn_ptr, act_ptr,
+                               gate_ptr, up_ptr, gate_ptr, b_gate_ptr, b_up_ptr, b_gate_ptr, B, C, FF, FF, 0, eps,
+                               C, 0, FF, 2, False, HAS_MLP_BIAS, False, True,
+                               BLOCK_B, BN_GATE_UP, BK_GATE_UP, True, DOT_FP32, True, False)
+    if STAGE == 0:
+        _grid_sync(sync_ptr, num_programs)
+    if STAGE == 0 or STAGE == 7:                         # out = h + act @ down.T
+        cols = tl.cdiv(C, BN_DOWN)
+        if DOWN_SPLITS == 1:
+            for t in range(pid, row_blocks * cols, num_programs):
+                _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, act_ptr, act_ptr, h_ptr, out_ptr,
+                                   down_ptr, down_ptr, down_ptr, b_down_ptr, b_down_ptr, b_down_ptr, B, FF, C, 0, 0,
+                                   eps, FF, C, C, 1, False, HAS_MLP_BIAS, True, False,
+                                   BLOCK_B, BN_DOWN, BK_DOWN, True, DOT_FP32, True, False)
+        else:                                            # split-K: fp32 partials, summed in stage 8
+            per_split = tl.cdiv(tl.cdiv(FF, DOWN_SPLITS), BK_DOWN) * BK_DOWN
+            for t in range(pid, row_blocks * cols * DOWN_SPLITS, num_programs):
+                split = t % DOWN_SPLITS
+                rows = (t // (DOWN_SPLITS * cols)) * BLOCK_B + tl.arange(0, BLOCK_B)
+                n = ((t // DOWN_SPLITS) % cols) * BN_DOWN + tl.arange(0, BN_DOWN)
+                k_lo = split * per_split
+                acc, _ = _project_pipelined(act_ptr, FF, rows, B, k_lo, tl.minimum(k_lo + per_split, FF), FF,
+                                            down_ptr, n, C, down_ptr, n, C, False, BLOCK_B, BN_DOWN, BK_DOWN, DOT_FP32)
+                tl.store(partial_ptr + split * B * C + rows[:, None] * C + n[None, :], acc,
+                         mask=(rows[:, None] < B) & (n[None, :] < C))
+    if STAGE == 0 and DOWN_SPLITS > 1:
+        _grid_sync(sync_ptr, num_programs)
+    if (STAGE == 0 or STAGE == 8) and DOWN_SPLITS > 1:   # out = h + (sum of the partials + bias), F.linear's roundings
+        dt = out_ptr.dtype.element_ty
+        c = tl.arange(0, BLOCK_C)
+        cmask = c < C
+        bias = tl.zeros([BLOCK_C], tl.float32)
+        if HAS_MLP_BIAS:
+            bias = tl.load(b_down_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+        for row in range(pid, B, num_programs):
+            y = bias
+            for split in range(DOWN_SPLITS):             # in order: the same sum every step
+                y += tl.load(partial_ptr + split * B * C + row * C + c, mask=cmask, other=0.0)
+            r = tl.load(h_ptr + row * C + c, mask=cmask, other=0.0).to(tl.float32)
+            tl.store(out_ptr + row * C + c, (r + y.to(dt).to(tl.float32)).to(dt), mask=cmask)
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """(block_n, block_k) of each projection's tiles, and the launch's warps and pipeline stages."""
+    qkv: tuple[int, int] = (16, 128)
+    o: tuple[int, int] = (16, 128)
+    gate_up: tuple[int, int] = (64, 128)
+    down: tuple[int, int] = (16, 256)
+    down_splits: int | None = None      # split-K of the down projection; None: `down_splits`
+    num_warps: int = 4
+    num_stages: int = 4
+
+
+def down_splits(tiles: int, device: torch.device) -> int:
+    """Split-K of the down projection: none when its tiles fill half the SMs, else enough splits
+    to fill them (at most 8). Its K is the MLP width (4.9k at Qwen2.5-0.5B): unsplit, the 56 tiles
+    of 64 rows x 16 columns took 9.9 us of a 64-row layer on an H100."""
+    sms = parallel_programs(device) // 2
+    return 1 if tiles >= sms // 2 else min(8, triton.cdiv(sms, tiles))
+
+
+def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end, *,
+                        sync: torch.Tensor | None = None, persistent: bool = False,
+                        config: LayerConfig | None = None) -> torch.Tensor:
+    B, C = x.shape
+    _, H_kv, _, D = k_cache.shape
+    NQ, NKV, FF = w.wq.shape[0], w.wk.shape[0], w.gate.shape[0]
+    H_q = NQ // D
+    if (NQ % D or NKV != H_kv * D or w.wv.shape != w.wk.shape or H_q % H_kv or w.wo.shape != (C, NQ)
+            or any(t.shape != (C,) for t in (w.attn_norm, w.mlp_norm)) or w.up.shape != w.gate.shape
+            or w.down.shape != (C, FF) or any(t.shape[1] != C for t in (w.wq, w.wk, w.gate))):
+        raise ValueError(f"decode_layer: weights {[tuple(t.shape) for t in w[:9]]} "
+                         f"do not fit x {tuple(x.shape)} and caches {tuple(k_cache.shape)}")
+    check_cache_args("decode_layer", B, H_kv, D, x.dtype, cos, sin, positions, k_cache, v_cache, slot)
+    if D < 16 or D & (D - 1):
+        raise ValueError(f"decode_layer: head_dim {D} must be a power of two >= 16")
+    if x.stride(1) != 1 or x.stride(0) != C or any(not t.is_contiguous() for t in w.tensors()):
+        raise ValueError("decode_layer: x and the weights must be contiguous")
+    if any(group is not None and any(b is None for b in group) for group in (w.qkv_bias, w.mlp_bias)):
+        raise ValueError("decode_layer: give biases for all of q, k, v (and of gate, up, down) or for none")
+    bq, bk, bv = w.qkv_bias or (w.wq,) * 3                             # unused slots: any valid pointer
+    b_gate, b_up, b_down = w.mlp_bias or (w.wq,) * 3
+    config = config or LayerConfig()
+    persistent = persistent and os.environ.get("TRITON_INTERPRET") != "1"     # the interpreter runs stages
+    if sync is None:
+        sync = torch.zeros(2, dtype=torch.int32, device=x.device)
+    new = lambda *shape: torch.empty(shape, dtype=x.dtype, device=x.device)    # noqa: E731
+    xn, qkv, q, attn, h, hn, act, out = (new(B, C), new(B, NQ + 2 * NKV), new(B, H_q, D), new(B, NQ), new(B, C),
+                                         new(B, C), new(B, FF), new(B, C))
+    G = H_q // H_kv
+    block_b = min(64, max(16, triton.next_power_of_2(B)))
+    rows = triton.cdiv(B, block_b)
+    splits = config.down_splits or down_splits(rows * triton.cdiv(C, config.down[0]), x.device)
+    partial = torch.empty((splits, B, C), dtype=torch.float32, device=x.device) if splits > 1 else out
+    args = (x, xn, qkv, q, attn, h, hn, act, partial, out, w.attn_norm, w.wq, w.wk, w.wv, bq, bk, bv, w.wo,
+            w.wq if w.o_bias is None else w.o_bias, w.mlp_norm, w.gate, w.up, w.down, b_gate, b_up, b_down, cos,
+            sin, positions, k_cache, v_cache, slot, kv_start, kv_end, sync,
+            B, C, FF, NQ, NKV, H_q, H_kv, eps, D ** -0.5 * math.log2(math.e), cos.stride(0), sin.stride(0),
+            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2))
+    meta = dict(HALF=D // 2, G=G, BLOCK_H=triton.next_power_of_2(G), BLOCK_G=max(16, triton.next_power_of_2(G)),
+                BLOCK_S=64, BLOCK_C=triton.next_power_of_2(C), HAS_QKV_BIAS=w.qkv_bias is not None,
+                HAS_O_BIAS=w.o_bias is not None, HAS_MLP_BIAS=w.mlp_bias is not None, BLOCK_B=block_b,
+                BN_QKV=config.qkv[0], BK_QKV=config.qkv[1], BN_O=config.o[0], BK_O=config.o[1],
+                BN_GATE_UP=config.gate_up[0], BK_GATE_UP=config.gate_up[1], BN_DOWN=config.down[0],
+                BK_DOWN=config.down[1], DOWN_SPLITS=splits,
+                DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
+                num_warps=config.num_warps, num_stages=config.num_stages, **pdl_options(x.device))
+    if persistent:
+        programs = _device_properties(_index(x.device)).multi_processor_count
+        _decode_layer_kernel[(programs,)](*args, STAGE=ALL_STAGES, **meta)
+    else:
+        tiles = {1: B, 2: rows * (triton.cdiv(NQ, config.qkv[0]) + 2 * triton.cdiv(NKV, config.qkv[0])),
+                 3: B * H_kv, 4: rows * triton.cdiv(C, config.o[0]), 5: B,
+                 6: rows * triton.cdiv(FF, config.gate_up[0]), 7: rows * triton.cdiv(C, config.down[0]) * splits,
+                 8: B if splits > 1 else 0}
+        for stage in STAGES:
+            if tiles[stage]:
+                _decode_layer_kernel[(tiles[stage],)](*args, STAGE=stage, **meta)
+    return out

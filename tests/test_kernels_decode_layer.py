@@ -1,0 +1,131 @@
+"""A whole decode layer (kernels/decode_layer.py): the reference is the five per-op references it
+composes; the Triton kernel, stage by stage (CPU interpreter, fp32), equals it; on the GPU the
+persistent kernel (one launch, grid barriers) equals the staged launches bit for bit and the
+per-op kernels within bf16 rounding, at Qwen2.5-0.5B and 3B shapes."""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
+pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
+
+from deepretrieval.kernels.decode_attention import decode_attention_reference  # noqa: E402
+from deepretrieval.kernels.decode_layer import (KERNEL_OPS, LayerWeights, compose, decode_layer,  # noqa: E402
+                                                decode_layer_reference, layer_kernel_mode)
+from deepretrieval.kernels.decode_layer_triton import LayerConfig, decode_layer_triton  # noqa: E402
+from deepretrieval.kernels.fused_linear import fused_linear_reference  # noqa: E402
+from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache_reference  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def inputs(B, C, F, H, H_kv, D, S, dtype, device, bias=True, seed=0):
+    """(x, LayerWeights, eps, cos, sin, positions, [k_cache, v_cache], slot, kv_start, kv_end): rows
+    with ragged left padding, the slot each row writes inside its visible range."""
+    g = torch.Generator().manual_seed(seed)
+
+    def t(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g)).to(device, dtype)
+
+    w = LayerWeights(1 + 0.1 * t(C), t(H * D, C, scale=C ** -0.5), t(H_kv * D, C, scale=C ** -0.5),
+                     t(H_kv * D, C, scale=C ** -0.5), t(C, H * D, scale=(H * D) ** -0.5), 1 + 0.1 * t(C),
+                     t(F, C, scale=C ** -0.5), t(F, C, scale=C ** -0.5), t(C, F, scale=F ** -0.5),
+                     (t(H * D), t(H_kv * D), t(H_kv * D)) if bias else None,
+                     0.1 * t(C) if bias == "all" else None,
+                     (0.1 * t(F), 0.1 * t(F), 0.1 * t(C)) if bias == "all" else None)
+    angles = torch.arange(S)[:, None].double() * torch.rand(D // 2, generator=g).double()
+    cos = torch.cat([angles.cos()] * 2, -1).float().to(device)
+    sin = torch.cat([angles.sin()] * 2, -1).float().to(device)
+    slot = S - 2
+    kv_start = torch.randint(0, slot - 1, (B,), generator=g).to(device, torch.int32)
+    kv_end = torch.full((B,), slot + 1, dtype=torch.int32, device=device)
+    positions = (slot - kv_start).to(torch.long)
+    caches = [t(B, H_kv, S, D) for _ in range(2)]
+    return (t(B, C), w, 1e-6, cos, sin, positions, caches, torch.tensor([slot], device=device), kv_start, kv_end)
+
+
+def call(fn, args, caches, **kw):
+    x, w, eps, cos, sin, positions, _, slot, kv_start, kv_end = args
+    return fn(x, w, eps, cos, sin, positions, caches[0], caches[1], slot, kv_start, kv_end, **kw)
+
+
+def test_reference_is_the_five_op_references():
+    args = inputs(3, 24, 40, 4, 2, 8, 12, torch.float32, "cpu", bias="all")
+    x, w, eps, cos, sin, pos, (kc, vc), slot, start, end = args
+    kc2, vc2 = kc.clone(), vc.clone()
+    got = call(decode_layer_reference, args, (kc, vc))
+    q = qkv_rope_cache_reference(x, (w.wq, w.wk, w.wv), w.qkv_bias, w.attn_norm, eps, cos, sin, pos, kc2, vc2, slot)
+    attn = decode_attention_reference(q, kc2, vc2, start, end).flatten(1)
+    h = fused_linear_reference(attn, (w.wo,), (w.o_bias,), residual=x)
+    act = fused_linear_reference(h, (w.gate, w.up), w.mlp_bias[:2], norm_weight=w.mlp_norm, eps=eps, silu_mul=True)
+    want = fused_linear_reference(act, (w.down,), w.mlp_bias[2:], residual=h)
+    assert torch.equal(got, want) and torch.equal(kc, kc2) and torch.equal(vc, vc2)
+
+
+@pytest.mark.parametrize("B,D,bias,splits", [(3, 16, True, 1), (20, 32, False, 1), (5, 16, "all", 3),
+                                              (20, 16, True, 2)])
+def test_triton_stages_equal_reference_fp32(B, D, bias, splits):
+    """Staged launches (what the interpreter can run): row blocks, GQA groups, with/without biases,
+    the down projection whole or split along K (a split shorter than the others included)."""
+    args = inputs(B, 48, 80, 6, 2, D, 24, torch.float32, DEVICE, bias=bias)
+    caches_want = [c.clone() for c in args[6]]
+    want = call(decode_layer_reference, args, caches_want)
+    caches_got = [c.clone() for c in args[6]]
+    got = call(decode_layer_triton, args, caches_got, persistent=False,
+               config=LayerConfig((16, 16), (16, 32), (16, 16), (16, 32), down_splits=splits))
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    for a, b in zip(caches_got, caches_want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    others = [i for i in range(24) if i != args[7].item()]
+    assert torch.equal(caches_got[0][:, :, others], args[6][0][:, :, others])   # only the slot is written
+
+
+def test_triton_rejects_what_does_not_fit():
+    args = inputs(2, 16, 32, 4, 2, 16, 8, torch.float32, DEVICE)
+    x, w, *rest = args
+    with pytest.raises(ValueError, match="decode_layer: weights"):
+        call(decode_layer_triton, (x, w._replace(down=w.down[:, :8]), *rest), args[6])
+    with pytest.raises(ValueError, match="give biases for all"):
+        call(decode_layer_triton, (x, w._replace(qkv_bias=(w.qkv_bias[0], None, None)), *rest), args[6])
+
+
+def test_layer_kernel_is_opt_in(monkeypatch):
+    """Unset, more rows take the per-op kernels (here the references); a wrong value is an error."""
+    args = inputs(20, 16, 32, 4, 2, 16, 8, torch.float32, "cpu")
+    monkeypatch.delenv("DEEPRETRIEVAL_LAYER_KERNEL", raising=False)
+    assert layer_kernel_mode() is None
+    want = call(decode_layer_reference, args, [c.clone() for c in args[6]])
+    assert torch.equal(call(decode_layer, args, [c.clone() for c in args[6]]), want)
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", "fast")
+    with pytest.raises(ValueError, match="DEEPRETRIEVAL_LAYER_KERNEL='fast'"):
+        layer_kernel_mode()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C,F,H,D", [(896, 4864, 14, 64), (2048, 11008, 16, 128)])   # Qwen2.5-0.5B, 3B
+@pytest.mark.parametrize("B", [32, 64, 200])
+def test_gpu_persistent_equals_stages_and_per_op_kernels(C, F, H, D, B, monkeypatch):
+    args = inputs(B, C, F, H, 2, D, 320, torch.bfloat16, "cuda")
+    runs = {}
+    for name, fn, kw in (("persistent", decode_layer_triton, dict(persistent=True)),
+                         ("staged", decode_layer_triton, dict(persistent=False)),
+                         ("per_op", lambda *a: compose(KERNEL_OPS, *a), {}),
+                         ("reference", decode_layer_reference, {})):
+        caches = [c.clone() for c in args[6]]
+        runs[name] = (call(fn, args, caches, **kw), caches)
+    for _ in range(3):                       # the barrier state is reused across launches
+        caches = [c.clone() for c in args[6]]
+        assert torch.equal(call(decode_layer_triton, args, caches, persistent=True), runs["persistent"][0])
+    out, caches = runs["persistent"]
+    assert torch.equal(out, runs["staged"][0])
+    assert all(torch.equal(a, b) for a, b in zip(caches, runs["staged"][1]))
+    for other in ("per_op", "reference"):    # cuBLAS / other accumulation orders: bf16 roundings
+        want, want_caches = runs[other]
+        err = (out.float() - want.float()).abs()
+        assert err.max().item() < 0.1 and err.mean().item() < 5e-3, (other, err.max().item(), err.mean().item())
+        for a, b in zip(caches, want_caches):
+            torch.testing.assert_close(a, b, atol=0.05, rtol=0.02)
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", "staged")        # the dispatcher's opt-in
+    assert torch.equal(call(decode_layer, args, [c.clone() for c in args[6]]), out)
