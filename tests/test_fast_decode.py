@@ -243,10 +243,11 @@ def model_bf16():
 
 
 # The layer kernel (kernels/decode_layer.py, opt-in above 16 rows) at batch 64: on an H100
-# (2026-12-07) both greedy tests below split from the eager path beyond their tie bounds while the
-# sampling rollout and the layer's own tests passed; not yet understood (docs/LOG.md).
+# (2026-12-07) both greedy tests below failed through it (bf16: a split from eager beyond the tie
+# bound; fp32: message lost) while the sampling rollout and the layer's own tests passed; likely
+# causes in docs/LOG.md, "A layer kernel for many rows". Not rerun since.
 LAYER_KERNEL_AT_64 = pytest.param(64, "staged", marks=pytest.mark.xfail(
-    reason="layer kernel: greedy batch 64 split from eager beyond the tie bound on an H100", strict=False))
+    reason="layer kernel: greedy batch 64 failed against eager on an H100 (docs/LOG.md)", strict=False))
 
 
 @pytest.mark.gpu

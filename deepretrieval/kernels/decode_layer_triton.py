@@ -1,6 +1,9 @@
 """Triton decoder layer for many decode rows: see kernels/decode_layer.py for what it computes.
 
-One kernel, seven stages, each a loop of the launched programs over that stage's tiles:
+    out = decode_layer_triton(x, weights, eps, cos, sin, positions, k_cache, v_cache, slot,
+                              kv_start, kv_end, sync=sync, persistent=False, config=None)
+
+One kernel, seven or eight stages, each a loop of the launched programs over that stage's tiles:
 
   1 norm       xn = RMSNorm(x)                                                 rmsnorm rows
   2 qkv        xn @ [wq; wk; wv].T + b -> qkv [B, (H + 2 H_kv) D]              fused_linear tiles
@@ -11,12 +14,15 @@ One kernel, seven stages, each a loop of the launched programs over that stage's
   5 norm       hn = RMSNorm(h)                                                 rmsnorm rows
   6 gate/up    silu(hn @ gate.T) * (hn @ up.T) -> act [B, F]                   fused_linear tiles
   7 down       h + act @ down.T -> out [B, C]                                  fused_linear tiles
+               or, split along K where its tiles would fill less than half the SMs (`down_splits`),
+               fp32 partials [splits, B, C]
+  8 split sum  out = h + (sum of the partials + bias), in order (deterministic)  rows
 
 The tiles are the per-op kernels' own bodies (`_rmsnorm_row`, `_fused_linear_tile`,
 `_rope_cache_heads`, `_attention_split_tile`), so the numerics are theirs. The norms are stages of
 their own because a projection whose loop also normalises its input was not pipelined by Triton
-(qkv 11.3 us against o's 3.1 at Qwen2.5-0.5B shapes, 64 rows, an H100). A fused_linear tile takes BLOCK_B rows
-(up to 64) and BLOCK_N columns; more rows take more row blocks.
+(qkv 11.3 us against o's 3.1 at Qwen2.5-0.5B shapes, 64 rows, an H100). A fused_linear tile takes
+BLOCK_B rows (up to 64) and BLOCK_N columns; more rows take more row blocks.
 
 Staged (the default): one launch per stage, each with as many programs as the stage has tiles,
 under PDL (kernels/pdl_triton.py). Persistent (`persistent=True`): one program per SM runs all the
@@ -36,7 +42,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -185,14 +191,51 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
 
 @dataclass(frozen=True)
 class LayerConfig:
-    """(block_n, block_k) of each projection's tiles, and the launch's warps and pipeline stages."""
+    """(block_n, block_k) of each projection's tiles, the attention's key block, and the launch's
+    warps and pipeline stages. The defaults are for 2-byte activations; `fit_shared_memory` shrinks
+    the K blocks for fp32."""
     qkv: tuple[int, int] = (16, 128)
     o: tuple[int, int] = (16, 128)
     gate_up: tuple[int, int] = (64, 128)
     down: tuple[int, int] = (16, 256)
+    attention_block: int = 64
     down_splits: int | None = None      # split-K of the down projection; None: `down_splits`
     num_warps: int = 4
     num_stages: int = 4
+
+
+SHARED_MEMORY_BUDGET = 200 * 1024       # bytes of pipeline buffers a stage may take (an H100 has 227 KiB)
+
+
+def pipeline_bytes(config: LayerConfig, block_b: int, head_dim: int, element_size: int) -> dict[str, int]:
+    """Shared memory each stage's pipelined loop holds: num_stages chunks of x (block_b rows) and of
+    its weights (two for gate/up), or of K and V for the attention."""
+    chunk = {name: (block_b + weights * bn) * bk for name, (bn, bk), weights in (
+        ("qkv", config.qkv, 1), ("o", config.o, 1), ("gate_up", config.gate_up, 2), ("down", config.down, 1))}
+    chunk["attention"] = 2 * config.attention_block * head_dim
+    return {name: config.num_stages * n * element_size for name, n in chunk.items()}
+
+
+def fit_shared_memory(config: LayerConfig, block_b: int, head_dim: int, element_size: int,
+                      budget: int = SHARED_MEMORY_BUDGET) -> LayerConfig:
+    """`config` with the K block of every stage over `budget` halved until it fits (fp32 needs half
+    the bf16 blocks; a launch over the hardware's limit fails with OutOfResources)."""
+    while True:
+        over = [name for name, n in pipeline_bytes(config, block_b, head_dim, element_size).items() if n > budget]
+        if not over:
+            return config
+        changes = {}
+        for name in over:
+            if name == "attention":
+                if config.attention_block <= 16:
+                    raise ValueError(f"decode_layer: head_dim {head_dim} does not fit {budget} bytes of shared memory")
+                changes["attention_block"] = config.attention_block // 2
+            else:
+                bn, bk = getattr(config, name)
+                if bk <= 16:
+                    raise ValueError(f"decode_layer: the {name} tiles do not fit {budget} bytes of shared memory")
+                changes[name] = (bn, bk // 2)
+        config = replace(config, **changes)
 
 
 def down_splits(tiles: int, device: torch.device) -> int:
@@ -224,7 +267,8 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
         raise ValueError("decode_layer: give biases for all of q, k, v (and of gate, up, down) or for none")
     bq, bk, bv = w.qkv_bias or (w.wq,) * 3                             # unused slots: any valid pointer
     b_gate, b_up, b_down = w.mlp_bias or (w.wq,) * 3
-    config = config or LayerConfig()
+    block_b = min(64, max(16, triton.next_power_of_2(B)))
+    config = fit_shared_memory(config or LayerConfig(), block_b, D, x.element_size())
     persistent = persistent and os.environ.get("TRITON_INTERPRET") != "1"     # the interpreter runs stages
     if sync is None:
         sync = torch.zeros(2, dtype=torch.int32, device=x.device)
@@ -232,7 +276,6 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
     xn, qkv, q, attn, h, hn, act, out = (new(B, C), new(B, NQ + 2 * NKV), new(B, H_q, D), new(B, NQ), new(B, C),
                                          new(B, C), new(B, FF), new(B, C))
     G = H_q // H_kv
-    block_b = min(64, max(16, triton.next_power_of_2(B)))
     rows = triton.cdiv(B, block_b)
     splits = config.down_splits or down_splits(rows * triton.cdiv(C, config.down[0]), x.device)
     partial = torch.empty((splits, B, C), dtype=torch.float32, device=x.device) if splits > 1 else out
@@ -242,7 +285,7 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
             B, C, FF, NQ, NKV, H_q, H_kv, eps, D ** -0.5 * math.log2(math.e), cos.stride(0), sin.stride(0),
             k_cache.stride(0), k_cache.stride(1), k_cache.stride(2))
     meta = dict(HALF=D // 2, G=G, BLOCK_H=triton.next_power_of_2(G), BLOCK_G=max(16, triton.next_power_of_2(G)),
-                BLOCK_S=64, BLOCK_C=triton.next_power_of_2(C), HAS_QKV_BIAS=w.qkv_bias is not None,
+                BLOCK_S=config.attention_block, BLOCK_C=triton.next_power_of_2(C), HAS_QKV_BIAS=w.qkv_bias is not None,
                 HAS_O_BIAS=w.o_bias is not None, HAS_MLP_BIAS=w.mlp_bias is not None, BLOCK_B=block_b,
                 BN_QKV=config.qkv[0], BK_QKV=config.qkv[1], BN_O=config.o[0], BK_O=config.o[1],
                 BN_GATE_UP=config.gate_up[0], BK_GATE_UP=config.gate_up[1], BN_DOWN=config.down[0],
