@@ -48,7 +48,7 @@ import torch
 import triton
 import triton.language as tl
 
-from deepretrieval.kernels import _device_properties, _index, parallel_programs
+from deepretrieval.kernels import parallel_programs
 from deepretrieval.kernels.decode_attention_triton import _attention_split_tile
 from deepretrieval.kernels.fused_linear_triton import _fused_linear_tile, _project_pipelined
 from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
@@ -293,7 +293,7 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
                 DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
                 num_warps=config.num_warps, num_stages=config.num_stages, **pdl_options(x.device))
     if persistent:
-        programs = _device_properties(_index(x.device)).multi_processor_count
+        programs = parallel_programs(x.device) // 2                     # one per SM
         _decode_layer_kernel[(programs,)](*args, STAGE=ALL_STAGES, **meta)
     else:
         tiles = {1: B, 2: rows * (triton.cdiv(NQ, config.qkv[0]) + 2 * triton.cdiv(NKV, config.qkv[0])),

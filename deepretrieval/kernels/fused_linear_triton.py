@@ -137,21 +137,19 @@ def _project_pipelined(x_ptr, stride_xb, rows, B, k_lo, k_hi, K, w_ptr, cols, N,
                        DOT_FP32: tl.constexpr):
     """`_project` for many rows and no RMSNorm (kernels/decode_layer_triton.py), over the slice
     [k_lo, k_hi) of K: one plain loop, which Triton software-pipelines through shared memory
-    (num_stages chunks in flight), where `_project`'s register prefetch holds one."""
+    (num_stages chunks in flight), where `_project`'s register prefetch holds one. A slice is whole
+    BLOCK_K chunks unless it ends at K, so masking at K is masking at k_hi."""
     acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
     acc2 = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
     for k0 in range(k_lo, k_hi, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
-        kmask = k[None, :] < k_hi
-        xv = tl.load(x_ptr + rows[:, None] * stride_xb + k[None, :], mask=(rows[:, None] < B) & kmask, other=0.0)
+        xv = tl.load(x_ptr + rows[:, None] * stride_xb + k[None, :], mask=(rows[:, None] < B) & (k[None, :] < K),
+                     other=0.0)
         if DOT_FP32:
             xv = xv.to(tl.float32)
-        w = tl.load(w_ptr + cols[:, None].to(tl.int64) * K + k[None, :], mask=(cols[:, None] < N) & kmask, other=0.0)
-        acc = _accumulate(acc, xv, w, True, DOT_FP32)
+        acc = _accumulate(acc, xv, _w_chunk(w_ptr, cols, k, N, K), True, DOT_FP32)
         if TWO:
-            w2 = tl.load(w2_ptr + cols2[:, None].to(tl.int64) * K + k[None, :], mask=(cols2[:, None] < N2) & kmask,
-                         other=0.0)
-            acc2 = _accumulate(acc2, xv, w2, True, DOT_FP32)
+            acc2 = _accumulate(acc2, xv, _w_chunk(w2_ptr, cols2, k, N2, K), True, DOT_FP32)
     return acc, acc2
 
 
