@@ -5,7 +5,7 @@ without the kernel), and against the HBM bandwidth measured in the same run.
     python -m bench.kernels                          # all kernels
     python -m bench.kernels --only decode_attention  # one or more of: rmsnorm rope rope_cache qkv_rope_cache
                                                      #   decode_attention sample fused_linear silu_mul
-                                                     #   record_step logit_stats
+                                                     #   record_step logit_stats decode_layer head_sample
     python -m bench.kernels --only fused_linear --sweep   # + every block config, to tune the defaults
 
 Every time is a CUDA-graph replay of many calls (triton.testing.do_bench_cudagraph), so Python
@@ -29,7 +29,7 @@ from bench.results_log import append_result
 
 DEVICE = torch.device("cuda")
 KERNELS = ("rmsnorm", "rope", "rope_cache", "qkv_rope_cache", "decode_attention", "sample", "fused_linear",
-           "silu_mul", "record_step", "logit_stats", "decode_layer")
+           "silu_mul", "record_step", "logit_stats", "decode_layer", "head_sample")
 QWEN_VOCAB = 151_936
 MODELS = {"0.5B": dict(hidden=896, H_q=14, H_kv=2, D=64, ffn=4864),
           "3B": dict(hidden=2048, H_q=16, H_kv=2, D=128, ffn=11008)}
@@ -309,6 +309,39 @@ def _decode_layer_case(model: str, B: int) -> Case:
                 run(decode_layer_reference), baselines)
 
 
+def _head_sample_case(model: str, B: int, temperature: float) -> Case:
+    """The decode step's final norm, LM head and sampler at Qwen2.5's vocabulary. Baselines: what the
+    fast decoder ran before (cuBLAS head, logits cast to fp32, then the Triton sampler), and with
+    --sweep other tile configs."""
+    from deepretrieval.kernels.fused_linear import fused_linear_reference
+    from deepretrieval.kernels.head_sample import head_sample_reference
+    from deepretrieval.kernels.head_sample_triton import HeadSampleConfig, head_sample_triton
+    from deepretrieval.kernels.sampling_triton import sample_triton
+    C = MODELS[model]["hidden"]
+    x = torch.randn(B, C, device=DEVICE, dtype=torch.bfloat16)
+    norm = 1 + 0.05 * torch.randn(C, device=DEVICE, dtype=torch.bfloat16)
+    head = 0.02 * torch.randn(QWEN_VOCAB, C, device=DEVICE, dtype=torch.bfloat16)
+    uniform = torch.rand(B, QWEN_VOCAB, device=DEVICE)
+
+    def run(**kw):
+        return lambda: head_sample_triton(x, norm, 1e-6, head, uniform, temperature, **kw)
+
+    def cublas_then_sampler():
+        logits = fused_linear_reference(x, (head,), norm_weight=norm, eps=1e-6, out_float=True)
+        return sample_triton(logits, uniform, temperature)
+    baselines = {"cuBLAS head + Triton sampler": cublas_then_sampler}
+    if SWEEP:
+        for bn, bk, stages, warps in ((128, 128, 4, 8), (128, 64, 4, 8), (128, 128, 2, 8), (64, 128, 4, 8),
+                                      (64, 64, 4, 4), (256, 64, 3, 8), (128, 64, 3, 4), (128, 128, 4, 4)):
+            baselines[f"n{bn} k{bk} s{stages} w{warps}"] = run(config=HeadSampleConfig(
+                block_n=bn, block_k=bk, num_stages=stages, num_warps=warps))
+
+    noise = _nbytes(uniform) if temperature else 0
+    return Case("head_sample", f"{model} B={B} T={temperature}", dict(B=B, V=QWEN_VOCAB, temperature=temperature),
+                _nbytes(head, x) + noise + B * 12, run(),
+                lambda: head_sample_reference(x, norm, 1e-6, head, uniform, temperature), baselines)
+
+
 # Decode shapes of both models, plus one prefill-sized case where it tells bandwidth. Attention:
 # long single contexts, the RL rollout (prompt 256 + 512 new, ragged prompts), the largest batch.
 CASES = {
@@ -327,6 +360,8 @@ CASES = {
                              for rows in ((1,) if SWEEP else (1, 16))
                              for call in ("qkv", "o", "gate_up", "down", "head")),
     "logit_stats": lambda: (_logit_stats_case(w) for w in ("stats", "grad")),
+    "head_sample": lambda: (_head_sample_case(*c) for c in (
+        ("0.5B", 64, 1.0), ("3B", 64, 1.0), ("0.5B", 64, 0.0), ("0.5B", 256, 1.0), ("0.5B", 512, 1.0))),
 }
 
 

@@ -179,7 +179,7 @@ def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, 
     norm) takes the unfused layers, qwen2 (biases) kernels.decode_layer's per-op fused kernels; one
     row (head_dim 16) also the one-kernel qkv + RoPE + cache write; 20 rows the unfused layers over
     merged projections, or with DEEPRETRIEVAL_LAYER_KERNEL the layer kernel (the interpreter runs
-    "persistent" as stages too)."""
+    "persistent" as stages too), and the LM head with the sampler in its epilogue."""
     pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", layer_kernel)
     model = tiny(family)
@@ -187,10 +187,10 @@ def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, 
     prompts = (PROMPTS * 7)[:rows]
     want = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
     assert fast_decode._DECODERS[model].fused == (family == "qwen2" and (rows <= 16 or layer_kernel != ""))
-    from deepretrieval.kernels import (decode_attention, decode_layer, fused_linear, qkv_rope_cache, record_step,
-                                       rmsnorm, rope_cache, sampling, silu_mul)
-    for module in (decode_attention, decode_layer, fused_linear, qkv_rope_cache, record_step, rmsnorm, rope_cache,
-                   sampling, silu_mul):
+    from deepretrieval.kernels import (decode_attention, decode_layer, fused_linear, head_sample, qkv_rope_cache,
+                                       record_step, rmsnorm, rope_cache, sampling, silu_mul)
+    for module in (decode_attention, decode_layer, fused_linear, head_sample, qkv_rope_cache, record_step, rmsnorm,
+                   rope_cache, sampling, silu_mul):
         monkeypatch.setattr(module, "use_triton", lambda *tensors: True)
     got = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
     assert torch.equal(got.tokens, want.tokens)

@@ -23,15 +23,21 @@ _NO_TOKEN = tl.constexpr(2**31 - 1)     # token of an empty state; jit code read
 
 
 @triton.jit
-def _merge(m, s, best, tok, z_at):
-    """Merges vectors of partial states (log-sum-exp as max m and sum s of exp(z - m); best
-    score with its token and z) into one state; ties of the best score go to the smallest token."""
-    m_max = tl.max(m, axis=0)
+def _merge(m, s, best, tok, z_at, AXIS: tl.constexpr = 0):
+    """Merges partial states (log-sum-exp as max m and sum s of exp(z - m); best score with its
+    token and z) along AXIS into one state each (vectors: AXIS 0; [rows, tokens] tiles: AXIS 1);
+    ties of the best score go to the smallest token."""
+    m_max = tl.max(m, axis=AXIS)
     m_ref = tl.where(m_max == float("-inf"), 0.0, m_max)       # all -inf: s is 0 anyway
-    s_tot = tl.sum(s * tl.exp(m - m_ref), axis=0)
-    best_max = tl.max(best, axis=0)
-    tok_min = tl.min(tl.where(best == best_max, tok, _NO_TOKEN), axis=0)
-    z_best = tl.sum(tl.where(tok == tok_min, z_at, 0.0), axis=0)
+    best_max = tl.max(best, axis=AXIS)
+    if AXIS == 1:                                              # per-row values against the tile
+        tok_min = tl.min(tl.where(best == best_max[:, None], tok, _NO_TOKEN), axis=1)
+        s_tot = tl.sum(s * tl.exp(m - m_ref[:, None]), axis=1)
+        z_best = tl.sum(tl.where(tok == tok_min[:, None], z_at, 0.0), axis=1)
+    else:
+        tok_min = tl.min(tl.where(best == best_max, tok, _NO_TOKEN), axis=0)
+        s_tot = tl.sum(s * tl.exp(m - m_ref), axis=0)
+        z_best = tl.sum(tl.where(tok == tok_min, z_at, 0.0), axis=0)
     return m_ref, s_tot, best_max, tok_min, z_best
 
 

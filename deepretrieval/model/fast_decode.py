@@ -9,8 +9,9 @@ One decode step (`FastDecoder._body`: one token per row, static shapes):
   embed -> per layer: RMSNorm fused with the residual add, q/k/v projections (q/k RMSNorm for
   Qwen3), RoPE of q and k from position tables with k/v written into the static cache at `slot`
   (one kernel), split-K GQA decode attention over each row's [kv_start, kv_end), o-projection,
-  RMSNorm + residual, SwiGLU -> final norm -> LM head -> fused sampling from a static noise
-  buffer -> the sampler's `StepOutputs.record`, which in the same launch makes the samples the next
+  RMSNorm + residual, SwiGLU -> final norm, LM head and sampling from a static noise buffer
+  (kernels/head_sample.py; above 16 rows one pass that never writes the logits) -> the sampler's
+  `StepOutputs.record`, which in the same launch makes the samples the next
   input and bumps `slot`, `kv_end`, `positions` in place (kernels/record_step.py).
   At most `deepretrieval.kernels.fused_linear.MAX_ROWS` (16) rows, the layer is 7 kernels:
   the projections are fused GEMVs that fold in the RMSNorm before them and the bias, SiLU-gate and
@@ -61,7 +62,8 @@ import torch.nn.functional as F
 from deepretrieval.kernels import use_pdl
 from deepretrieval.kernels.decode_attention import decode_attention, kv_range_from_mask
 from deepretrieval.kernels.decode_layer import LayerWeights, decode_layer, layer_kernel_mode
-from deepretrieval.kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS, fused_linear
+from deepretrieval.kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS
+from deepretrieval.kernels.head_sample import head_sample
 from deepretrieval.kernels.rmsnorm import rmsnorm
 from deepretrieval.kernels.rope_cache import rope_cache
 from deepretrieval.kernels.sampling import sample
@@ -298,10 +300,13 @@ class FastDecoder:
         if self.uniform is not None:
             self.uniform.uniform_(generator=self.generator)
 
-    def _sample(self, logits: torch.Tensor, bump: tuple[torch.Tensor, ...] = ()) -> None:
-        """Sample from logits [B, V], record, make the samples the next input, bump `bump` (one launch)."""
+    def _sample(self, logits: torch.Tensor) -> None:
+        """Sample the first token from the prefill's logits [B, V] and record it."""
         p = self.params
-        ids, logprobs = sample(logits, self.uniform, p.temperature, p.top_k, p.top_p)   # [B], [B]
+        self._record(*sample(logits, self.uniform, p.temperature, p.top_k, p.top_p))
+
+    def _record(self, ids: torch.Tensor, logprobs: torch.Tensor, bump: tuple[torch.Tensor, ...] = ()) -> None:
+        """Record the samples ids [B] and logprobs [B], make them the next input, bump `bump` (one launch)."""
         self.out.record(ids, logprobs, last_tokens=self.tokens, bump=bump)
 
     def _body(self) -> None:
@@ -309,9 +314,12 @@ class FastDecoder:
         if model is None:
             raise RuntimeError("FastDecoder: its model was garbage-collected")
         x = model.embed(self.tokens)                                         # [B, C]
-        logits = self._layers_fused(model, x) if self.fused else self._layers(model, x)   # [B, V] fp32
+        x = self._layers_fused(model, x) if self.fused else self._layers(model, x)   # [B, C], before the final norm
+        p = self.params
+        ids, logprobs = head_sample(x, model.norm.weight, model.norm.eps, model.head_weight, self.uniform,
+                                    p.temperature, p.top_k, p.top_p)         # [B], [B]
         # the next step writes the next slot at the next position, and sees one more key
-        self._sample(logits, bump=(self.slot, self.positions, self.kv_end))
+        self._record(ids, logprobs, bump=(self.slot, self.positions, self.kv_end))
 
     def _layers(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
         residual = None
@@ -329,18 +337,17 @@ class FastDecoder:
             h, residual = _norm(x, layer.mlp_norm, residual)
             gate, up = F.linear(h, *self.merged.gate_up(i)).chunk(2, dim=1)  # [B, F] x2 (views)
             x = layer.mlp.down(silu_mul(gate, up))                           # [B, C]
-        h, _ = _norm(x, model.norm, residual)
-        return model.logits(h)
+        return x + residual
 
     def _layers_fused(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
         """The same layers through kernels.decode_layer: at a few rows 6 (one row) or 7 launches
         each, RMSNorm folded into the projection after it, bias, SiLU-gate and the residual add into
         the projection before them, RoPE and the cache write into the qkv projection at one row;
-        more rows (opt-in) its layer kernel. The LM head folds in the final norm."""
+        more rows (opt-in) its layer kernel."""
         for i, layer in enumerate(model.layers):
             x = decode_layer(x, self.layer_weights[i], layer.attn_norm.eps, self.cos, self.sin, self.positions,
                              self.k[i], self.v[i], self.slot, self.kv_start, self.kv_end, sync=self.sync)
-        return fused_linear(x, (model.head_weight,), norm_weight=model.norm.weight, eps=model.norm.eps, out_float=True)
+        return x
 
     @staticmethod
     def _heads(attn: Attention, q, k, v):
