@@ -254,7 +254,7 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
         rec = {"model": name, "case": case_name, **case, "dtype": "bfloat16",
                "transformers": transformers.__version__, "torch": torch.__version__,
                "ours_tok_s": round(o["tok_s"], 1), "pdl": use_pdl(torch.device("cuda")),
-               "layer_kernel": layer_kernel_mode(), "ours_mem_gib": o["mem_gib"],
+               "layer_kernel": layer_kernel_mode(case["batch"]), "ours_mem_gib": o["mem_gib"],
                "weights_gib": round(weight_bytes / GiB, 3),
                **{k: o[k] for k in ("cuda_graphs", "first_call_s", "graph_error") if k in o}}
         if not args.ours_only:

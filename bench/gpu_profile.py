@@ -20,6 +20,7 @@ KERNEL_CATEGORIES = (
     ("logit_stats (ours)", re.compile(r"^_(stats|grad)_kernel")),
     ("fused linear (ours)", re.compile(r"^_(fused_linear|qkv_rope_cache)_kernel")),
     ("decode layer (ours)", re.compile(r"^_decode_layer_kernel")),
+    ("LM head + sampler (ours)", re.compile(r"^_head_sample_tile_kernel")),
     ("sampling (ours)", re.compile(r"^_(sample_split|sample_reduce|record_step)_kernel")),
     ("sampling noise (torch RNG)", re.compile(r"distribution_elementwise")),
     ("norm, rope, silu (ours)", re.compile(r"^_(rmsnorm|rope|rope_cache|silu_mul)_kernel")),

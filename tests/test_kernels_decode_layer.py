@@ -107,16 +107,22 @@ def test_fp32_tiles_are_shrunk_to_fit_shared_memory():
         fit_shared_memory(default, 64, 64, 4, budget=1024)
 
 
-def test_layer_kernel_is_opt_in(monkeypatch):
-    """Unset, more rows take the per-op kernels (here the references); a wrong value is an error."""
-    args = inputs(20, 16, 32, 4, 2, 16, 8, torch.float32, "cpu")
+def test_layer_kernel_mode(monkeypatch):
+    """By default the layer kernel takes 17-64 rows; the variable overrides; a wrong value is an
+    error. Off CUDA the dispatcher runs the per-op kernels (here the references) whatever the mode."""
     monkeypatch.delenv("DEEPRETRIEVAL_LAYER_KERNEL", raising=False)
-    assert layer_kernel_mode() is None
+    assert [layer_kernel_mode(rows) for rows in (1, 16, 17, 64, 65, 512)] == [None, None, "staged", "staged",
+                                                                             None, None]
+    for mode, want in (("", "staged"), ("auto", "staged"), ("off", None), ("persistent", "persistent")):
+        monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", mode)
+        assert layer_kernel_mode(40) == want and layer_kernel_mode(16) is None
+    assert layer_kernel_mode(512) == "persistent"
+    args = inputs(20, 16, 32, 4, 2, 16, 8, torch.float32, "cpu")
     want = call(decode_layer_reference, args, [c.clone() for c in args[6]])
     assert torch.equal(call(decode_layer, args, [c.clone() for c in args[6]]), want)
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", "fast")
     with pytest.raises(ValueError, match="DEEPRETRIEVAL_LAYER_KERNEL='fast'"):
-        layer_kernel_mode()
+        layer_kernel_mode(40)
 
 
 @pytest.mark.gpu
@@ -148,5 +154,5 @@ def test_gpu_persistent_equals_stages_and_per_op_kernels(C, F, H, D, B, dtype, m
                                                                              err.mean().item())
         for a, b in zip(caches, want_caches):
             torch.testing.assert_close(a, b, atol=cache_tol, rtol=0.02)
-    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", "staged")        # the dispatcher's opt-in
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", "staged")        # the dispatcher, any row count
     assert torch.equal(call(decode_layer, args, [c.clone() for c in args[6]]), out)

@@ -16,9 +16,11 @@ Every kernel comes as three functions with one signature:
     fused_linear      decode GEMV (<= 16 rows): RMSNorm before, bias / SiLU-gate / residual after,
                       q, k, v (or gate, up) in one launch
     decode_layer      a whole decoder layer for one token per row: the per-op kernels above composed,
-                      and (opt-in, more rows) one kernel whose stages run staged or persistent
+                      and (17-64 rows by default) one kernel whose stages run staged or persistent
     silu_mul          SwiGLU's silu(gate) * up in one launch (decode above fused_linear's rows)
     sample            greedy / temperature / top-k / top-p sampling with no host sync
+    head_sample       final RMSNorm, LM head and sampler; above 16 rows one pass that never writes
+                      the logits
     record_step       the end of a decode step: record the samples, mark stopped rows, bump counters
     logit_stats       log-sum-exp, target logit and entropy sum of LM-head logits, and their
                       gradient, in one pass each (the RL loss's response head, rl/response_head.py)

@@ -14,11 +14,13 @@
 It is the composition of five kernels (`compose`): qkv_rope_cache, decode_attention, and
 fused_linear for the o, gate/up and down projections, the reference being exactly that over their
 references, with their numerics. At a few rows (<= fused_linear.MAX_ROWS) those kernels are what
-runs. More rows on CUDA run kernels/decode_layer_triton.py when DEEPRETRIEVAL_LAYER_KERNEL is
-"staged" (its stages as seven or eight launches) or "persistent" (one launch, grid barriers between
-the stages); unset, more rows are the caller's to run with cuBLAS (model/fast_decode.py does).
-Opt-in because, on an H100 at 64 rows, the batch-64 equality tests of the fast decoder did not
-pass through it yet, while the layer's own tests did (docs/LOG.md, "A layer kernel for many rows").
+runs. More rows on CUDA run kernels/decode_layer_triton.py (`layer_kernel_mode`): by default up to
+LAYER_KERNEL_MAX_ROWS (64, one row block of its tiles), as seven or eight "staged" launches; above
+that the caller runs cuBLAS matmuls (model/fast_decode.py does), whose larger tiles read each
+weight fewer times (batch 256 at Qwen2.5-0.5B shapes on an H100: 103k tok/s against the layer
+kernel's 90k; batch 64: 48.5k against 46.7k, with a quarter less memory; docs/LOG.md).
+DEEPRETRIEVAL_LAYER_KERNEL overrides: "staged" or "persistent" (one launch, grid barriers between
+the stages) for every row count above MAX_ROWS, "off" for none.
 """
 from __future__ import annotations
 
@@ -89,22 +91,31 @@ def decode_layer_reference(x, w: LayerWeights, eps, cos, sin, positions, k_cache
     return compose(REFERENCE_OPS, x, w, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end)
 
 
-def layer_kernel_mode() -> str | None:
-    """DEEPRETRIEVAL_LAYER_KERNEL: "staged", "persistent", or None (unset or empty: off)."""
-    mode = os.environ.get("DEEPRETRIEVAL_LAYER_KERNEL") or None
-    if mode not in (None, "staged", "persistent"):
-        raise ValueError(f"DEEPRETRIEVAL_LAYER_KERNEL={mode!r}: use 'staged', 'persistent' or leave it unset")
-    return mode
+LAYER_KERNEL_MAX_ROWS = 64
+LAYER_KERNEL_MODES = ("auto", "staged", "persistent", "off")
+
+
+def layer_kernel_mode(rows: int) -> str | None:
+    """How `rows` decode rows run on CUDA: "staged" or "persistent" (the layer kernel), or None
+    (the per-op kernels up to MAX_ROWS, the caller's cuBLAS path above). DEEPRETRIEVAL_LAYER_KERNEL:
+    unset, empty or "auto": "staged" for MAX_ROWS < rows <= LAYER_KERNEL_MAX_ROWS; "staged" or
+    "persistent": that mode above MAX_ROWS; "off": never."""
+    mode = os.environ.get("DEEPRETRIEVAL_LAYER_KERNEL") or "auto"
+    if mode not in LAYER_KERNEL_MODES:
+        raise ValueError(f"DEEPRETRIEVAL_LAYER_KERNEL={mode!r}: use one of {', '.join(LAYER_KERNEL_MODES)}")
+    if rows <= MAX_ROWS or mode == "off" or (mode == "auto" and rows > LAYER_KERNEL_MAX_ROWS):
+        return None
+    return "staged" if mode == "auto" else mode
 
 
 def decode_layer(x, w: LayerWeights, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end,
                  sync: torch.Tensor | None = None) -> torch.Tensor:
-    """The Triton layer kernel on CUDA above MAX_ROWS rows when `layer_kernel_mode()` asks for it
+    """The Triton layer kernel on CUDA where `layer_kernel_mode(rows)` takes it
     (no grad; `sync` [2] int32 zeros is the persistent kernel's barrier state: pass one per decoder
     so that the launch allocates nothing), the five dispatched kernels otherwise; same results."""
     tensors = [x, *w.tensors(), cos, sin, positions, k_cache, v_cache, slot]
-    mode = layer_kernel_mode()
-    if x.shape[0] > MAX_ROWS and mode and use_triton(*tensors):
+    mode = layer_kernel_mode(x.shape[0])
+    if mode and use_triton(*tensors):
         from deepretrieval.kernels.decode_layer_triton import decode_layer_triton
         return decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end,
                                    sync=sync, persistent=mode == "persistent")

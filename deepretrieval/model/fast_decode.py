@@ -17,9 +17,9 @@ One decode step (`FastDecoder._body`: one token per row, static shapes):
   the projections are fused GEMVs that fold in the RMSNorm before them and the bias, SiLU-gate and
   residual add after them, then RoPE + cache write, the attention's split and reduce
   (`_layers_fused`); at one row the qkv GEMV also does the RoPE and the cache write
-  (kernels/qkv_rope_cache.py), 6 kernels; these are kernels.decode_layer's per-op path, whose
-  layer kernel also takes more rows when DEEPRETRIEVAL_LAYER_KERNEL asks for it (opt-in, see
-  there). The LM head folds in the final norm. More rows (and Qwen3's q/k norms) take cuBLAS
+  (kernels/qkv_rope_cache.py), 6 kernels; these are kernels.decode_layer's per-op path. Up to 64
+  rows its layer kernel runs the layer as 7-8 stages of one Triton kernel (see there;
+  DEEPRETRIEVAL_LAYER_KERNEL overrides). More rows (and Qwen3's q/k norms) take cuBLAS
   matmuls with the small kernels between them (`_layers`), 10 launches a layer: q/k/v and gate/up
   each in one matmul over weights laid side by side (`MergedProjections`, a copy refreshed at the
   start of every call), SiLU-gate in one kernel (kernels/silu_mul.py). Launch overhead, not
@@ -106,7 +106,7 @@ class DecoderKey(NamedTuple):
     pad_token_id: int
     cuda_graphs: bool
     pdl: bool                      # kernels launched with programmatic dependent launch
-    layer_kernel: str | None       # DEEPRETRIEVAL_LAYER_KERNEL (kernels/decode_layer.py)
+    layer_kernel: str | None       # kernels/decode_layer.layer_kernel_mode(rows)
     dtype: torch.dtype
     weights: tuple[int, ...]       # data pointers of the model's parameters
 
@@ -116,7 +116,7 @@ def decoder_for(model: Transformer, rows: int, max_len: int, params, pad_token_i
     """The cached decoder for this call's shapes and settings, or a new one (`new_outputs()` gives
     its `deepretrieval.model.sampler.StepOutputs`, which the graph writes into)."""
     max_len = -(-max_len // SEQ_ROUND) * SEQ_ROUND
-    key = DecoderKey(rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device), layer_kernel_mode(),
+    key = DecoderKey(rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device), layer_kernel_mode(rows),
                      model.dtype, tuple(p.data_ptr() for p in model.parameters()))
     decoder = _DECODERS.get(model)
     if decoder is None or decoder.key != key:
@@ -230,9 +230,9 @@ class FastDecoder:
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)            # the slot the next step writes
         self.uniform = (None if params.temperature == 0 else
                         torch.zeros(rows, cfg.vocab_size, dtype=torch.float32, device=dev))   # [B, V]
-        # a few rows: kernels.decode_layer's per-op fused kernels (6-7 launches a layer); more rows:
-        # cuBLAS matmuls with the small kernels between them, or kernels.decode_layer's layer kernel
-        # when DEEPRETRIEVAL_LAYER_KERNEL asks for it; Qwen3's q/k norms are in neither fused path
+        # a few rows: kernels.decode_layer's per-op fused kernels (6-7 launches a layer); up to 64
+        # rows its layer kernel; more: cuBLAS matmuls with the small kernels between them (see
+        # kernels.decode_layer.layer_kernel_mode); Qwen3's q/k norms are in neither fused path
         self.fused = (rows <= FUSED_MAX_ROWS or key.layer_kernel is not None) and not cfg.qk_norm
         self.layer_weights = [LayerWeights.of(layer) for layer in model.layers] if self.fused else None
         self.sync = torch.zeros(2, dtype=torch.int32, device=dev)           # the layer kernel's grid barrier
@@ -343,7 +343,7 @@ class FastDecoder:
         """The same layers through kernels.decode_layer: at a few rows 6 (one row) or 7 launches
         each, RMSNorm folded into the projection after it, bias, SiLU-gate and the residual add into
         the projection before them, RoPE and the cache write into the qkv projection at one row;
-        more rows (opt-in) its layer kernel."""
+        more rows (up to 64 by default) its layer kernel."""
         for i, layer in enumerate(model.layers):
             x = decode_layer(x, self.layer_weights[i], layer.attn_norm.eps, self.cos, self.sin, self.positions,
                              self.k[i], self.v[i], self.slot, self.kv_start, self.kv_end, sync=self.sync)
