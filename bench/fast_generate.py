@@ -5,8 +5,8 @@
     python -m bench.fast_generate --no-cuda-graphs         # our kernels without the CUDA graph
     python -m bench.fast_generate --no-pdl                 # without programmatic dependent launch
     python -m bench.fast_generate --cases rollout --profile --ours-only   # where a rollout's GPU time goes
-    DEEPRETRIEVAL_LAYER_KERNEL=staged python -m bench.fast_generate --cases rollout --ours-only
-                                                           # the opt-in layer kernel above 16 rows
+    DEEPRETRIEVAL_LAYER_KERNEL=off python -m bench.fast_generate --cases rollout --ours-only
+                                                           # cuBLAS layers where the layer kernel is the default
 
 Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sides.
   latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours and of three references:
