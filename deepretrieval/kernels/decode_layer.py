@@ -18,7 +18,7 @@ runs. More rows on CUDA run kernels/decode_layer_triton.py (`layer_kernel_mode`)
 LAYER_KERNEL_MAX_ROWS (64, one row block of its tiles), as seven or eight "staged" launches; above
 that the caller runs cuBLAS matmuls (model/fast_decode.py does), whose larger tiles read each
 weight fewer times (batch 256 at Qwen2.5-0.5B shapes on an H100: 103k tok/s against the layer
-kernel's 90k; batch 64: 48.5k against 46.7k, with a quarter less memory; docs/LOG.md).
+kernel's 90k; batch 64: 48.5k against 46.7k, with 25-50 % less memory; docs/LOG.md).
 DEEPRETRIEVAL_LAYER_KERNEL overrides: "staged" or "persistent" (one launch, grid barriers between
 the stages) for every row count above MAX_ROWS, "off" for none.
 """
