@@ -27,7 +27,7 @@ import triton.language as tl
 from deepretrieval.kernels.fused_linear_triton import _project_pipelined
 from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
 from deepretrieval.kernels.rmsnorm_triton import rmsnorm_triton
-from deepretrieval.kernels.sampling_triton import _merge, _sample_reduce_kernel
+from deepretrieval.kernels.sampling_triton import _merge, _race, _sample_reduce_kernel, _store_state
 
 
 @dataclass(frozen=True)
@@ -65,19 +65,12 @@ def _head_sample_tile_kernel(hn_ptr, w_ptr, u_ptr, part_ptr, tok_ptr, B, K, V, s
     if GREEDY:
         score = z
     else:
-        z = z / temperature
-        score = z - tl.log(-tl.log(u))                            # -inf where z is, or u = 0
+        z, score = _race(z, u, temperature)
     # each (row, token) is a sampler state of its own: max z, sum exp(z - z) = 1, its score
     ones = tl.full([BLOCK_B, BLOCK_N], 1.0, tl.float32)
     tokens = tl.broadcast_to(cols[None, :], [BLOCK_B, BLOCK_N])
     m, s, best, tok, z_at = _merge(z, ones, score, tokens, z, 1)  # [BLOCK_B] each
-    rmask = rows < B
-    at = rows.to(tl.int64) * tiles + tile
-    tl.store(part_ptr + at * 4, m, mask=rmask)
-    tl.store(part_ptr + at * 4 + 1, s, mask=rmask)
-    tl.store(part_ptr + at * 4 + 2, best, mask=rmask)
-    tl.store(part_ptr + at * 4 + 3, z_at, mask=rmask)
-    tl.store(tok_ptr + at, tok, mask=rmask)
+    _store_state(part_ptr, tok_ptr, rows.to(tl.int64) * tiles + tile, m, s, best, z_at, tok, rows < B)
 
 
 def head_sample_triton(x: torch.Tensor, norm_weight: torch.Tensor, eps: float, head_weight: torch.Tensor,

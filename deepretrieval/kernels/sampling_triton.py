@@ -42,6 +42,24 @@ def _merge(m, s, best, tok, z_at, AXIS: tl.constexpr = 0):
 
 
 @triton.jit
+def _race(z, u, temperature):
+    """(z / temperature, the exponential race's score of each token): argmax of the score over the
+    tokens is a draw from softmax(z / temperature). -inf where z is (masked lanes) or u = 0."""
+    z = z / temperature
+    return z, z - tl.log(-tl.log(u))
+
+
+@triton.jit
+def _store_state(part_ptr, tok_ptr, at, m, s, best, z_at, tok, mask):
+    """Partial state(s) at index `at` of part [.., 4] = (m, s, best, z_at) and tok [..]."""
+    tl.store(part_ptr + at * 4, m, mask=mask)
+    tl.store(part_ptr + at * 4 + 1, s, mask=mask)
+    tl.store(part_ptr + at * 4 + 2, best, mask=mask)
+    tl.store(part_ptr + at * 4 + 3, z_at, mask=mask)
+    tl.store(tok_ptr + at, tok, mask=mask)
+
+
+@triton.jit
 def _sample_split_kernel(logits_ptr, u_ptr, part_ptr, tok_ptr, stride_lb, stride_ub, V, chunk,
                          temperature, GREEDY: tl.constexpr, BLOCK_V: tl.constexpr, USE_PDL: tl.constexpr):
     wait_for_previous(USE_PDL)
@@ -63,9 +81,7 @@ def _sample_split_kernel(logits_ptr, u_ptr, part_ptr, tok_ptr, stride_lb, stride
         if GREEDY:
             score = z
         else:
-            z = z / temperature
-            u = tl.load(u_ptr + b * stride_ub + cols, mask=mask, other=0.5)
-            score = z - tl.log(-tl.log(u))          # -inf where z is (masked lanes) or u = 0
+            z, score = _race(z, tl.load(u_ptr + b * stride_ub + cols, mask=mask, other=0.5), temperature)
         m_new = tl.maximum(m, z)
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
         s = s * tl.exp(m - m_ref) + tl.exp(z - m_ref)
@@ -75,12 +91,7 @@ def _sample_split_kernel(logits_ptr, u_ptr, part_ptr, tok_ptr, stride_lb, stride
         tok = tl.where(take, cols, tok)
         z_at = tl.where(take, z, z_at)
     m, s, best, tok, z_at = _merge(m, s, best, tok, z_at)
-    part = part_ptr + (b * num_splits + split) * 4
-    tl.store(part, m)
-    tl.store(part + 1, s)
-    tl.store(part + 2, best)
-    tl.store(part + 3, z_at)
-    tl.store(tok_ptr + b * num_splits + split, tok)
+    _store_state(part_ptr, tok_ptr, b * num_splits + split, m, s, best, z_at, tok, True)
 
 
 @triton.jit
