@@ -3,6 +3,9 @@ composes; the Triton kernel, stage by stage (CPU interpreter, fp32), equals it; 
 persistent kernel (one launch, grid barriers) equals the staged launches bit for bit and the
 per-op kernels within bf16 rounding, at Qwen2.5-0.5B and 3B shapes."""
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,6 +108,26 @@ def test_fp32_tiles_are_shrunk_to_fit_shared_memory():
     assert pipeline_bytes(default, 64, 64, 2)["gate_up"] == 4 * (64 + 2 * 64) * 128 * 2     # stages x chunk
     with pytest.raises(ValueError, match="fit 1024 bytes of shared memory"):
         fit_shared_memory(default, 64, 64, 4, budget=1024)
+
+
+def test_kernels_compile_for_an_h100():
+    """tests/hopper_compile.py, in a process of its own (this one may interpret the kernels):
+    Triton compiles each stage of the layer kernel (default config, and with the down projection
+    split in 3 and summed by a stage of its own) for sm_90, and decode attention, the sampler, the
+    LM head + sampler and fused_linear, each within an H100's 227 KiB of shared memory."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).parent.parent
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, str(root / "tests" / "hopper_compile.py")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    stages = [line.split("stage ")[1].split(":")[0] for line in lines if "stage " in line]
+    assert stages == list("1234567") + list("12345678")
+    assert [line.split(":")[0] for line in lines if "stage " not in line] == [
+        "_attention_split_kernel", "_attention_reduce_kernel", "_sample_split_kernel", "_sample_reduce_kernel",
+        "_rmsnorm_kernel", "_head_sample_tile_kernel", "_sample_reduce_kernel", "_fused_linear_kernel"]
+    assert all(int(line.split(", ")[-1].split(" B")[0]) <= 227 * 1024 for line in lines)
 
 
 def test_layer_kernel_mode(monkeypatch):
