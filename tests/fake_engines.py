@@ -174,16 +174,19 @@ class FakeEngines:
 
             def _send(self, status: int, body: bytes, ctype="application/json", headers=(),
                       length: int | None = None):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body) if length is None else length))
-                self.send_header("Connection", "close")
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-                self.wfile.flush()
                 self.close_connection = True
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body) if length is None else length))
+                    self.send_header("Connection", "close")
+                    for k, v in headers:
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass                    # the client gave up first (a "slow" fault past its timeout)
 
             def do_POST(self):
                 self.do_GET()
