@@ -52,11 +52,12 @@ def captured_launches(*where):
 
 
 def compiled(where, call) -> list[str]:
-    """call() with the kernels at `where` captured; each launch compiled: a line per launch."""
+    """call() with the kernels at `where` captured; each launch compiled: a line per launch, named
+    by its kernel or, for the layer kernel, by its stage."""
     with captured_launches(*where) as launches:
         call()
-    return [f"{kernel.__name__}: {grid} programs, {compile_for_hopper(kernel, args, kw).shared} B shared"
-            for kernel, grid, args, kw in launches]
+    return [f"{'stage %d' % kw['STAGE'] if 'STAGE' in kw else kernel.__name__}: {grid} programs, "
+            f"{compile_for_hopper(kernel, args, kw).shared} B shared" for kernel, grid, args, kw in launches]
 
 
 def compile_for_hopper(kernel, args, kw):
@@ -90,15 +91,10 @@ def layer_stages(C, F, H, H_kv, D, B, dtype, **config) -> list[str]:
     w = LayerWeights(t(C), t(H * D, C), t(H_kv * D, C), t(H_kv * D, C), t(C, H * D), t(C), t(F, C), t(F, C), t(C, F),
                      (t(H * D), t(H_kv * D), t(H_kv * D)))
     S = 768
-    kernel = layer_triton._decode_layer_kernel
-    with captured_launches((layer_triton, "_decode_layer_kernel")) as launches:
-        layer_triton.decode_layer_triton(t(B, C), w, 1e-6, torch.zeros(S, D), torch.zeros(S, D),
-                                         torch.zeros(B, dtype=torch.long), t(B, H_kv, S, D), t(B, H_kv, S, D),
-                                         torch.zeros(1, dtype=torch.long), torch.zeros(B, dtype=torch.int32),
-                                         torch.full((B,), 512, dtype=torch.int32),
-                                         config=layer_triton.LayerConfig(**config))
-    return [f"stage {kw['STAGE']}: {grid[0]} programs, {compile_for_hopper(kernel, args, kw).shared} B shared"
-            for _, grid, args, kw in launches]
+    return compiled([(layer_triton, "_decode_layer_kernel")], lambda: layer_triton.decode_layer_triton(
+        t(B, C), w, 1e-6, torch.zeros(S, D), torch.zeros(S, D), torch.zeros(B, dtype=torch.long), t(B, H_kv, S, D),
+        t(B, H_kv, S, D), torch.zeros(1, dtype=torch.long), torch.zeros(B, dtype=torch.int32),
+        torch.full((B,), 512, dtype=torch.int32), config=layer_triton.LayerConfig(**config)))
 
 
 def other_kernels() -> list[str]:
