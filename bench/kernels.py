@@ -264,8 +264,9 @@ def _logit_stats_case(which: str) -> Case:
 
 def _decode_layer_case(model: str, B: int) -> Case:
     """A whole decode layer at rollout shapes (context 512 of a 768-slot cache), over copies of the
-    layer's weights that together exceed L2, as in a step. Baselines: the same kernel launched stage
-    by stage, and with --sweep other block configs."""
+    layer's weights that together exceed L2, as in a step. Baselines: the persistent launch; the
+    layer inside a stack (its input norm given, the next layer's written by its last stage, as
+    kernels.decode_layer.decode_layers runs it); with --sweep other block configs."""
     import itertools
 
     from deepretrieval.kernels.decode_layer import LayerWeights, decode_layer_reference
@@ -294,12 +295,14 @@ def _decode_layer_case(model: str, B: int) -> Case:
 
     def run(fn, **kw):
         return lambda: fn(x, next(layer), 1e-6, cos, sin, pos, k, v, slot, start, end, **kw)
-    baselines = {"staged": run(decode_layer_triton, sync=sync, persistent=False)}
+    baselines = {"persistent": run(decode_layer_triton, sync=sync, persistent=True),
+                 "in a stack": run(decode_layer_triton, sync=sync, normed=t(B, C), next_norm=1 + t(C))}
     if SWEEP:                                           # one knob at a time away from the default
         default = LayerConfig()
         for change in (dict(qkv=(16, 128)), dict(qkv=(32, 256)), dict(qkv=(64, 128)), dict(o=(32, 128)),
                        dict(o=(16, 256)), dict(gate_up=(64, 128)), dict(gate_up=(16, 128)),
-                       dict(gate_up=(32, 256)), dict(down=(32, 128)), dict(down=(16, 256)), dict(down=(32, 256)),
+                       dict(gate_up=(32, 256)), dict(down=(32, 128)), dict(down=(16, 256)), dict(down=(64, 256)),
+                       dict(down_splits=1), dict(down_splits=2), dict(down_splits=3), dict(attention_block=64),
                        dict(num_stages=3), dict(num_stages=5), dict(num_warps=8)):
             baselines[" ".join(f"{k}={v}" for k, v in change.items())] = run(
                 decode_layer_triton, sync=sync, config=dataclasses.replace(default, **change))

@@ -84,8 +84,9 @@ def compile_for_hopper(kernel, args, kw):
     return triton.compile(source, target=HOPPER, options=options).metadata
 
 
-def layer_stages(C, F, H, H_kv, D, B, dtype, **config) -> list[str]:
-    """Compiles every stage one decode_layer_triton call launches; a line per stage."""
+def layer_stages(C, F, H, H_kv, D, B, dtype, chained=False, **config) -> list[str]:
+    """Compiles every stage one decode_layer_triton call launches; a line per stage. `chained`: a
+    layer inside a stack (its input norm given, the next layer's written by its last stage)."""
     def t(*shape):
         return torch.zeros(*shape, dtype=dtype)
     w = LayerWeights(t(C), t(H * D, C), t(H_kv * D, C), t(H_kv * D, C), t(C, H * D), t(C), t(F, C), t(F, C), t(C, F),
@@ -94,7 +95,8 @@ def layer_stages(C, F, H, H_kv, D, B, dtype, **config) -> list[str]:
     return compiled([(layer_triton, "_decode_layer_kernel")], lambda: layer_triton.decode_layer_triton(
         t(B, C), w, 1e-6, torch.zeros(S, D), torch.zeros(S, D), torch.zeros(B, dtype=torch.long), t(B, H_kv, S, D),
         t(B, H_kv, S, D), torch.zeros(1, dtype=torch.long), torch.zeros(B, dtype=torch.int32),
-        torch.full((B,), 512, dtype=torch.int32), config=layer_triton.LayerConfig(**config)))
+        torch.full((B,), 512, dtype=torch.int32), config=layer_triton.LayerConfig(**config),
+        normed=t(B, C) if chained else None, next_norm=t(C) if chained else None))
 
 
 def other_kernels() -> list[str]:
@@ -122,7 +124,7 @@ def other_kernels() -> list[str]:
 
 
 if __name__ == "__main__":
-    for config in (dict(), dict(down_splits=3)):
+    for config in (dict(), dict(down_splits=4), dict(chained=True), dict(chained=True, down_splits=4)):
         for line in layer_stages(896, 4864, 14, 2, 64, 64, torch.bfloat16, **config):   # Qwen2.5-0.5B, 64 rows
             print(config, line)
     for line in other_kernels():

@@ -5,6 +5,7 @@ per-op kernels within bf16 rounding, at Qwen2.5-0.5B and 3B shapes."""
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,12 @@ pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
 from deepretrieval.kernels.decode_attention import decode_attention_reference  # noqa: E402
 from deepretrieval.kernels.decode_layer import (KERNEL_OPS, LayerWeights, compose, decode_layer,  # noqa: E402
-                                                decode_layer_reference, layer_kernel_mode)
+                                                decode_layer_reference, decode_layers, layer_kernel_mode)
 from deepretrieval.kernels.decode_layer_triton import (SHARED_MEMORY_BUDGET, LayerConfig,  # noqa: E402
                                                        decode_layer_triton, fit_shared_memory, pipeline_bytes)
 from deepretrieval.kernels.fused_linear import fused_linear_reference  # noqa: E402
 from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache_reference  # noqa: E402
+from deepretrieval.kernels.rmsnorm import rmsnorm_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -86,6 +88,46 @@ def test_triton_stages_equal_reference_fp32(B, D, bias, splits):
     assert torch.equal(caches_got[0][:, :, others], args[6][0][:, :, others])   # only the slot is written
 
 
+@pytest.mark.parametrize("splits", [1, 3])
+def test_triton_layers_chained_by_their_norms_equal_reference_fp32(splits):
+    """Three layers, each handing the next its input norm (`next_norm`; the next takes it as
+    `normed` and skips its norm stage), equal three reference layers; the norm handed on equals
+    RMSNorm of the output by the next layer's weight. The down projection whole (a rows stage of
+    its own writes the norm) or split (the split sum writes it)."""
+    layers = [inputs(20, 48, 80, 6, 2, 16, 24, torch.float32, DEVICE, bias="all", seed=seed) for seed in range(3)]
+    x, _, eps, cos, sin, positions, _, slot, kv_start, kv_end = layers[0]
+    weights = [args[1] for args in layers]
+    config = LayerConfig((16, 16), (16, 32), (16, 16), (16, 32), down_splits=splits)
+    want, got, normed = x, x, None
+    for i, args in enumerate(layers):
+        caches = [c.clone() for c in args[6]]
+        want = decode_layer_reference(want, weights[i], eps, cos, sin, positions, *caches, slot, kv_start, kv_end)
+        next_norm = weights[i + 1].attn_norm if i + 1 < len(layers) else None
+        out = decode_layer_triton(got, weights[i], eps, cos, sin, positions, *[c.clone() for c in args[6]], slot,
+                                  kv_start, kv_end, config=config, normed=normed, next_norm=next_norm)
+        got, normed = out if next_norm is not None else (out, None)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        if next_norm is not None:
+            torch.testing.assert_close(normed, rmsnorm_reference(got, next_norm, eps), atol=1e-5, rtol=1e-5)
+    assert normed is None
+
+
+def test_decode_layers_is_decode_layer_after_decode_layer(monkeypatch):
+    """The stack's dispatcher: off CUDA the per-op path layer by layer, each layer its own caches."""
+    monkeypatch.delenv("DEEPRETRIEVAL_LAYER_KERNEL", raising=False)
+    layers = [inputs(20, 16, 32, 4, 2, 16, 8, torch.float32, "cpu", seed=seed) for seed in range(2)]
+    x, _, eps, cos, sin, positions, _, slot, kv_start, kv_end = layers[0]
+    k_caches, v_caches = ([args[6][j].clone() for args in layers] for j in (0, 1))
+    want = x
+    for args in layers:
+        want = decode_layer(want, args[1], eps, cos, sin, positions, *args[6], slot, kv_start, kv_end)
+    got = decode_layers(x, [args[1] for args in layers], eps, cos, sin, positions, k_caches, v_caches, slot,
+                        kv_start, kv_end)
+    assert torch.equal(got, want)
+    assert all(torch.equal(k, args[6][0]) and torch.equal(v, args[6][1])
+               for k, v, args in zip(k_caches, v_caches, layers))
+
+
 def test_triton_rejects_what_does_not_fit():
     args = inputs(2, 16, 32, 4, 2, 16, 8, torch.float32, DEVICE)
     x, w, *rest = args
@@ -95,15 +137,17 @@ def test_triton_rejects_what_does_not_fit():
         call(decode_layer_triton, (x, w._replace(qkv_bias=(w.qkv_bias[0], None, None)), *rest), args[6])
 
 
-def test_fp32_tiles_are_shrunk_to_fit_shared_memory():
-    """The default blocks are for bf16 (each stage's pipeline <= the budget, as run on an H100);
-    fp32 doubles the bytes, so the K blocks over the budget are halved, and nothing else."""
+def test_tiles_are_shrunk_to_fit_shared_memory():
+    """The default blocks are for bf16 at head_dim 64 (each stage's pipeline <= the budget, as run
+    on an H100); head_dim 128 doubles the attention's K/V chunks, so its key block is halved; fp32
+    doubles every chunk, so every K block over the budget is halved, and nothing else."""
     default = LayerConfig()
+    assert fit_shared_memory(default, 64, 64, 2) == default
+    assert fit_shared_memory(default, 64, 128, 2) == replace(default, attention_block=64)
     for head_dim in (64, 128):
-        assert fit_shared_memory(default, 64, head_dim, 2) == default
         fp32 = fit_shared_memory(default, 64, head_dim, 4)
         assert max(pipeline_bytes(fp32, 64, head_dim, 4).values()) <= SHARED_MEMORY_BUDGET
-        assert (fp32.qkv, fp32.o, fp32.gate_up, fp32.down) == ((16, 128), (16, 128), (64, 64), (16, 128))
+        assert (fp32.qkv, fp32.o, fp32.gate_up, fp32.down) == ((16, 128), (16, 128), (64, 64), (32, 128))
         assert fp32.attention_block == (64 if head_dim == 64 else 32)
     assert pipeline_bytes(default, 64, 64, 2)["gate_up"] == 4 * (64 + 2 * 64) * 128 * 2     # stages x chunk
     with pytest.raises(ValueError, match="fit 1024 bytes of shared memory"):
@@ -112,8 +156,9 @@ def test_fp32_tiles_are_shrunk_to_fit_shared_memory():
 
 def test_kernels_compile_for_an_h100():
     """tests/hopper_compile.py, in a process of its own (this one may interpret the kernels):
-    Triton compiles each stage of the layer kernel (default config, and with the down projection
-    split in 3 and summed by a stage of its own) for sm_90, and decode attention, the sampler, the
+    Triton compiles each stage of the layer kernel for sm_90 (default config; the down projection
+    split in 4 and summed by a stage of its own; both as a layer inside a stack, whose last stage
+    writes the next layer's norm), and decode attention, the sampler, the
     LM head + sampler and fused_linear, each within an H100's 227 KiB of shared memory."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).parent.parent
@@ -123,7 +168,7 @@ def test_kernels_compile_for_an_h100():
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     stages = [line.split("stage ")[1].split(":")[0] for line in lines if "stage " in line]
-    assert stages == list("1234567") + list("12345678")
+    assert stages == list("1234567") + list("12345678") + list("2345678") * 2
     assert [line.split(":")[0] for line in lines if "stage " not in line] == [
         "_attention_split_kernel", "_attention_reduce_kernel", "_sample_split_kernel", "_sample_reduce_kernel",
         "_rmsnorm_kernel", "_head_sample_tile_kernel", "_sample_reduce_kernel", "_fused_linear_kernel"]
@@ -179,3 +224,27 @@ def test_gpu_persistent_equals_stages_and_per_op_kernels(C, F, H, D, B, dtype, m
             torch.testing.assert_close(a, b, atol=cache_tol, rtol=0.02)
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", "staged")        # the dispatcher, any row count
     assert torch.equal(call(decode_layer, args, [c.clone() for c in args[6]]), out)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C,F,H,D", [(896, 4864, 14, 64), (2048, 11008, 16, 128)])   # Qwen2.5-0.5B, 3B
+@pytest.mark.parametrize("persistent", [False, True])
+def test_gpu_chained_layers_equal_layer_by_layer(C, F, H, D, persistent):
+    """Two layers at 64 rows, bf16: handing the first layer's output norm to the second gives the
+    bits of the second's own norm stage (the same jit function, `_rms_normalized`), caches included."""
+    layers = [inputs(64, C, F, H, 2, D, 320, torch.bfloat16, "cuda", seed=seed) for seed in range(2)]
+    x, _, eps, cos, sin, positions, _, slot, kv_start, kv_end = layers[0]
+    weights = [args[1] for args in layers]
+
+    def run(chained):
+        caches = [[c.clone() for c in args[6]] for args in layers]
+        h, normed = x, None
+        for i in range(2):
+            next_norm = weights[1].attn_norm if chained and i == 0 else None
+            out = decode_layer_triton(h, weights[i], eps, cos, sin, positions, *caches[i], slot, kv_start, kv_end,
+                                      persistent=persistent, normed=normed, next_norm=next_norm)
+            h, normed = out if next_norm is not None else (out, None)
+        return h, caches
+    (want, want_caches), (got, caches) = run(False), run(True)
+    assert torch.equal(got, want)
+    assert all(torch.equal(a, b) for got_c, want_c in zip(caches, want_caches) for a, b in zip(got_c, want_c))

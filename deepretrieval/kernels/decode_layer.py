@@ -1,6 +1,7 @@
 """One decoder layer for one decode token per row: attention block and MLP block with their norms.
 
     x_next = decode_layer(x, weights, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end)
+    x_last = decode_layers(x, [weights, ...], eps, cos, sin, positions, k_caches, v_caches, slot, kv_start, kv_end)
 
     x          [B, C]           the residual stream entering the layer (model dtype)
     weights    LayerWeights     the layer's norms, projections and biases
@@ -25,6 +26,7 @@ the stages) for every row count above MAX_ROWS, "off" for none.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -108,15 +110,30 @@ def layer_kernel_mode(rows: int) -> str | None:
     return "staged" if mode == "auto" else mode
 
 
+def decode_layers(x, weights: Sequence[LayerWeights], eps, cos, sin, positions, k_caches, v_caches, slot,
+                  kv_start, kv_end, sync: torch.Tensor | None = None) -> torch.Tensor:
+    """Layer after layer: x through weights[i] with caches k_caches[i], v_caches[i] (no grad; one
+    eps for all). The Triton layer kernel on CUDA where `layer_kernel_mode(rows)` takes it, each
+    layer's last stage also writing the next layer's input norm, so that the next skips its norm
+    stage (`sync` [2] int32 zeros is the persistent kernel's barrier state: pass one per decoder so
+    that the launch allocates nothing); the five dispatched kernels a layer otherwise; same results."""
+    mode = layer_kernel_mode(x.shape[0])
+    if mode and use_triton(x, *weights[0].tensors(), cos, sin, positions, k_caches[0], v_caches[0], slot):
+        from deepretrieval.kernels.decode_layer_triton import decode_layer_triton
+        normed = None
+        for i, w in enumerate(weights):
+            next_norm = weights[i + 1].attn_norm if i + 1 < len(weights) else None
+            out = decode_layer_triton(x, w, eps, cos, sin, positions, k_caches[i], v_caches[i], slot, kv_start,
+                                      kv_end, sync=sync, persistent=mode == "persistent", normed=normed,
+                                      next_norm=next_norm)
+            x, normed = out if next_norm is not None else (out, None)
+        return x
+    for i, w in enumerate(weights):
+        x = compose(KERNEL_OPS, x, w, eps, cos, sin, positions, k_caches[i], v_caches[i], slot, kv_start, kv_end)
+    return x
+
+
 def decode_layer(x, w: LayerWeights, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end,
                  sync: torch.Tensor | None = None) -> torch.Tensor:
-    """The Triton layer kernel on CUDA where `layer_kernel_mode(rows)` takes it
-    (no grad; `sync` [2] int32 zeros is the persistent kernel's barrier state: pass one per decoder
-    so that the launch allocates nothing), the five dispatched kernels otherwise; same results."""
-    tensors = [x, *w.tensors(), cos, sin, positions, k_cache, v_cache, slot]
-    mode = layer_kernel_mode(x.shape[0])
-    if mode and use_triton(*tensors):
-        from deepretrieval.kernels.decode_layer_triton import decode_layer_triton
-        return decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end,
-                                   sync=sync, persistent=mode == "persistent")
-    return compose(KERNEL_OPS, x, w, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end)
+    """One layer: `decode_layers` over [w]."""
+    return decode_layers(x, [w], eps, cos, sin, positions, [k_cache], [v_cache], slot, kv_start, kv_end, sync)

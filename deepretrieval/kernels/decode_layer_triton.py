@@ -2,10 +2,11 @@
 
     out = decode_layer_triton(x, weights, eps, cos, sin, positions, k_cache, v_cache, slot,
                               kv_start, kv_end, sync=sync, persistent=False, config=None)
+    out, out_normed = decode_layer_triton(..., normed=xn, next_norm=next_weights.attn_norm)
 
-One kernel, seven or eight stages, each a loop of the launched programs over that stage's tiles:
+One kernel, up to eight stages, each a loop of the launched programs over that stage's tiles:
 
-  1 norm       xn = RMSNorm(x)                                                 rmsnorm rows
+  1 norm       xn = RMSNorm(x), unless given as `normed`                       rmsnorm rows
   2 qkv        xn @ [wq; wk; wv].T + b -> qkv [B, (H + 2 H_kv) D]              fused_linear tiles
   3 attention  per (row, KV head): RoPE of its G query heads and its key, this step's k/v into the
                cache at `slot` (rope_cache), then attention over [kv_start, kv_end) (decode
@@ -14,9 +15,11 @@ One kernel, seven or eight stages, each a loop of the launched programs over tha
   5 norm       hn = RMSNorm(h)                                                 rmsnorm rows
   6 gate/up    silu(hn @ gate.T) * (hn @ up.T) -> act [B, F]                   fused_linear tiles
   7 down       h + act @ down.T -> out [B, C]                                  fused_linear tiles
-               or, split along K where its tiles would fill less than half the SMs (`down_splits`),
-               fp32 partials [splits, B, C]
-  8 split sum  out = h + (sum of the partials + bias), in order (deterministic)  rows
+               or, split along K so that its tiles fill the SMs (`down_splits`), fp32 partials
+               [splits, B, C]
+  8 rows       split: out = h + (sum of the partials + bias), in order (deterministic); with
+               `next_norm`: out_normed = RMSNorm(out) by that weight, the next layer's stage 1 (so a
+               stack of layers, kernels.decode_layer.decode_layers, runs its norms here)   rows
 
 The tiles are the per-op kernels' own bodies (`_rmsnorm_row`, `_fused_linear_tile`,
 `_rope_cache_heads`, `_attention_split_tile`), so the numerics are theirs. The norms are stages of
@@ -33,10 +36,12 @@ under MPS with a share of the SMs could deadlock it). Under the CPU interpreter,
 one after another so that a barrier would never open, it is always staged; the stages are one
 kernel with a STAGE constexpr, so both modes run the same code.
 
-Measured on an H100, 64 rows, context 512, weights from HBM (a layer in isolation; stage times
-from staged launches): Qwen2.5-0.5B norm 1.5, qkv 3.3, attention 8.6, o 3.2, norm 1.5, gate/up
-10.2, down 8.5 (3 K-splits), split sum 1.7 us: 44.0 us staged, 50.0 persistent; 3B 1.6, 7.7, 11.3,
-5.1, 1.6, 36.4, 23.0 us: 98.7 staged, 106.7 persistent (docs/LOG.md).
+Measured on an H100, 64 rows, context 512, weights from HBM (a layer in isolation,
+`python -m bench.kernels --only decode_layer`): Qwen2.5-0.5B 41.6 us staged, 40.6 inside a stack
+(its norm handed on), 46.4 persistent; 3B 96.0, 95.0, 104.7. Stage times (staged launches, with the
+earlier 16x256 down tiles in 3 splits and 64-key blocks): 0.5B norm 1.5, qkv 3.3, attention 8.6,
+o 3.2, norm 1.5, gate/up 10.2, down 8.5, split sum 1.7 us; 3B 1.6, 7.7, 11.3, 5.1, 1.6, 36.4, 23.0
+(docs/LOG.md).
 """
 from __future__ import annotations
 
@@ -53,7 +58,7 @@ from deepretrieval.kernels.decode_attention_triton import _attention_split_tile
 from deepretrieval.kernels.fused_linear_triton import _fused_linear_tile, _project_pipelined
 from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
 from deepretrieval.kernels.rope_cache import check_cache_args
-from deepretrieval.kernels.rmsnorm_triton import _rmsnorm_row
+from deepretrieval.kernels.rmsnorm_triton import _rms_normalized, _rmsnorm_row
 from deepretrieval.kernels.rope_cache_triton import _rope_cache_heads
 
 ALL_STAGES = 0
@@ -86,8 +91,8 @@ def _norm_rows(pid, num_programs, x_ptr, w_ptr, out_ptr, B, C, eps, BLOCK_C: tl.
 
 @triton.jit
 def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr, act_ptr, partial_ptr, out_ptr,
-                         attn_norm_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr,
-                         mlp_norm_ptr, gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr,
+                         out_normed_ptr, attn_norm_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr,
+                         mlp_norm_ptr, gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, next_norm_ptr,
                          cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr, slot_ptr, start_ptr, end_ptr, sync_ptr,
                          B, C, FF, NQ, NKV, H_Q, H_KV, eps, qk_scale_log2, stride_cos, stride_sin,
                          stride_cb, stride_ch, stride_cs,
@@ -97,16 +102,16 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                          BLOCK_B: tl.constexpr, BN_QKV: tl.constexpr, BK_QKV: tl.constexpr, BN_O: tl.constexpr,
                          BK_O: tl.constexpr, BN_GATE_UP: tl.constexpr, BK_GATE_UP: tl.constexpr,
                          BN_DOWN: tl.constexpr, BK_DOWN: tl.constexpr, DOWN_SPLITS: tl.constexpr,
-                         DOT_FP32: tl.constexpr, USE_PDL: tl.constexpr):
+                         NORMED: tl.constexpr, NEXT_NORM: tl.constexpr, DOT_FP32: tl.constexpr, USE_PDL: tl.constexpr):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     wait_for_previous(USE_PDL)
     row_blocks = tl.cdiv(B, BLOCK_B)
     n_qkv = NQ + 2 * NKV
-    if STAGE == 0 or STAGE == 1:                         # xn = RMSNorm(x)
+    if (STAGE == 0 and not NORMED) or STAGE == 1:        # xn = RMSNorm(x), unless the last layer wrote it
         _norm_rows(pid, num_programs, x_ptr, attn_norm_ptr, xn_ptr, B, C, eps, BLOCK_C)
-    if STAGE == 0:
-        _grid_sync(sync_ptr, num_programs)
+        if STAGE == 0:
+            _grid_sync(sync_ptr, num_programs)
     if STAGE == 0 or STAGE == 2:                         # qkv = xn @ [wq; wk; wv].T + b
         cols = tl.cdiv(NQ, BN_QKV) + 2 * tl.cdiv(NKV, BN_QKV)
         for t in range(pid, row_blocks * cols, num_programs):
@@ -172,21 +177,28 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                                             down_ptr, n, C, down_ptr, n, C, False, BLOCK_B, BN_DOWN, BK_DOWN, DOT_FP32)
                 tl.store(partial_ptr + split * B * C + rows[:, None] * C + n[None, :], acc,
                          mask=(rows[:, None] < B) & (n[None, :] < C))
-    if STAGE == 0 and DOWN_SPLITS > 1:
+    if STAGE == 0 and (DOWN_SPLITS > 1 or NEXT_NORM):
         _grid_sync(sync_ptr, num_programs)
-    if (STAGE == 0 or STAGE == 8) and DOWN_SPLITS > 1:   # out = h + (sum of the partials + bias), F.linear's roundings
+    if (STAGE == 0 or STAGE == 8) and (DOWN_SPLITS > 1 or NEXT_NORM):   # rows: split sum, next layer's norm
         dt = out_ptr.dtype.element_ty
         c = tl.arange(0, BLOCK_C)
         cmask = c < C
         bias = tl.zeros([BLOCK_C], tl.float32)
-        if HAS_MLP_BIAS:
+        if HAS_MLP_BIAS and DOWN_SPLITS > 1:
             bias = tl.load(b_down_ptr + c, mask=cmask, other=0.0).to(tl.float32)
         for row in range(pid, B, num_programs):
-            y = bias
-            for split in range(DOWN_SPLITS):             # in order: the same sum every step
-                y += tl.load(partial_ptr + split * B * C + row * C + c, mask=cmask, other=0.0)
-            r = tl.load(h_ptr + row * C + c, mask=cmask, other=0.0).to(tl.float32)
-            tl.store(out_ptr + row * C + c, (r + y.to(dt).to(tl.float32)).to(dt), mask=cmask)
+            if DOWN_SPLITS > 1:                          # out = h + (sum of the partials + bias), F.linear's roundings
+                y = bias
+                for split in range(DOWN_SPLITS):         # in order: the same sum every step
+                    y += tl.load(partial_ptr + split * B * C + row * C + c, mask=cmask, other=0.0)
+                r = tl.load(h_ptr + row * C + c, mask=cmask, other=0.0).to(tl.float32)
+                out = (r + y.to(dt).to(tl.float32)).to(dt)
+                tl.store(out_ptr + row * C + c, out, mask=cmask)
+            else:
+                out = tl.load(out_ptr + row * C + c, mask=cmask, other=0.0)
+            if NEXT_NORM:                                # the next layer's xn, so that it skips stage 1
+                normed = _rms_normalized(out.to(tl.float32), out_ptr, next_norm_ptr, c, cmask, C, eps)
+                tl.store(out_normed_ptr + row * C + c, normed.to(dt), mask=cmask)
 
 
 @dataclass(frozen=True)
@@ -197,8 +209,8 @@ class LayerConfig:
     qkv: tuple[int, int] = (16, 128)
     o: tuple[int, int] = (16, 128)
     gate_up: tuple[int, int] = (64, 128)
-    down: tuple[int, int] = (16, 256)
-    attention_block: int = 64
+    down: tuple[int, int] = (32, 256)
+    attention_block: int = 128          # `fit_shared_memory` halves it to 64 at head_dim 128
     down_splits: int | None = None      # split-K of the down projection; None: `down_splits`
     num_warps: int = 4
     num_stages: int = 4
@@ -239,16 +251,18 @@ def fit_shared_memory(config: LayerConfig, block_b: int, head_dim: int, element_
 
 
 def down_splits(tiles: int, device: torch.device) -> int:
-    """Split-K of the down projection: none when its tiles fill half the SMs, else enough splits
-    to fill them (at most 8). Its K is the MLP width (4.9k at Qwen2.5-0.5B): unsplit, the 56 tiles
-    of 64 rows x 16 columns took 9.9 us of a 64-row layer on an H100."""
-    sms = parallel_programs(device) // 2
-    return 1 if tiles >= sms // 2 else min(8, triton.cdiv(sms, tiles))
+    """Split-K of the down projection: as many splits as one wave of programs holds, one per SM
+    (at most 8). Its K is the MLP width (4.9k at Qwen2.5-0.5B), its N only the model width, so
+    unsplit it has few tiles. Measured on an H100, 64 rows: 32x256 tiles in 4 splits at Qwen2.5-0.5B
+    (28 tiles) took 6.8 us against 9.9 for 16x256 in 3 with the old rule; in 2 splits at 3B (64
+    tiles) 20.7 against 24.2 (docs/LOG.md)."""
+    return max(1, min(8, (parallel_programs(device) // 2) // tiles))
 
 
 def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, kv_start, kv_end, *,
                         sync: torch.Tensor | None = None, persistent: bool = False,
-                        config: LayerConfig | None = None) -> torch.Tensor:
+                        config: LayerConfig | None = None, normed: torch.Tensor | None = None,
+                        next_norm: torch.Tensor | None = None):
     B, C = x.shape
     _, H_kv, _, D = k_cache.shape
     NQ, NKV, FF = w.wq.shape[0], w.wk.shape[0], w.gate.shape[0]
@@ -263,6 +277,11 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
         raise ValueError(f"decode_layer: head_dim {D} must be a power of two >= 16")
     if x.stride(1) != 1 or x.stride(0) != C or any(not t.is_contiguous() for t in w.tensors()):
         raise ValueError("decode_layer: x and the weights must be contiguous")
+    if normed is not None and (normed.shape != x.shape or normed.dtype != x.dtype or not normed.is_contiguous()):
+        raise ValueError(f"decode_layer: normed {tuple(normed.shape)} {normed.dtype} must be like x {tuple(x.shape)} "
+                         f"{x.dtype} (contiguous)")
+    if next_norm is not None and (next_norm.shape != (C,) or not next_norm.is_contiguous()):
+        raise ValueError(f"decode_layer: next_norm has shape {tuple(next_norm.shape)}, expected ({C},)")
     if any(group is not None and any(b is None for b in group) for group in (w.qkv_bias, w.mlp_bias)):
         raise ValueError("decode_layer: give biases for all of q, k, v (and of gate, up, down) or for none")
     bq, bk, bv = w.qkv_bias or (w.wq,) * 3                             # unused slots: any valid pointer
@@ -273,15 +292,17 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
     if sync is None:
         sync = torch.zeros(2, dtype=torch.int32, device=x.device)
     new = lambda *shape: torch.empty(shape, dtype=x.dtype, device=x.device)    # noqa: E731
-    xn, qkv, q, attn, h, hn, act, out = (new(B, C), new(B, NQ + 2 * NKV), new(B, H_q, D), new(B, NQ), new(B, C),
-                                         new(B, C), new(B, FF), new(B, C))
+    xn, qkv, q, attn, h, hn, act, out = (new(B, C) if normed is None else normed, new(B, NQ + 2 * NKV),
+                                         new(B, H_q, D), new(B, NQ), new(B, C), new(B, C), new(B, FF), new(B, C))
+    out_normed = out if next_norm is None else new(B, C)
     G = H_q // H_kv
     rows = triton.cdiv(B, block_b)
     splits = config.down_splits or down_splits(rows * triton.cdiv(C, config.down[0]), x.device)
     partial = torch.empty((splits, B, C), dtype=torch.float32, device=x.device) if splits > 1 else out
-    args = (x, xn, qkv, q, attn, h, hn, act, partial, out, w.attn_norm, w.wq, w.wk, w.wv, bq, bk, bv, w.wo,
-            w.wq if w.o_bias is None else w.o_bias, w.mlp_norm, w.gate, w.up, w.down, b_gate, b_up, b_down, cos,
-            sin, positions, k_cache, v_cache, slot, kv_start, kv_end, sync,
+    args = (x, xn, qkv, q, attn, h, hn, act, partial, out, out_normed, w.attn_norm, w.wq, w.wk, w.wv, bq, bk, bv,
+            w.wo, w.wq if w.o_bias is None else w.o_bias, w.mlp_norm, w.gate, w.up, w.down, b_gate, b_up, b_down,
+            w.mlp_norm if next_norm is None else next_norm, cos, sin, positions, k_cache, v_cache, slot, kv_start,
+            kv_end, sync,
             B, C, FF, NQ, NKV, H_q, H_kv, eps, D ** -0.5 * math.log2(math.e), cos.stride(0), sin.stride(0),
             k_cache.stride(0), k_cache.stride(1), k_cache.stride(2))
     meta = dict(HALF=D // 2, G=G, BLOCK_H=triton.next_power_of_2(G), BLOCK_G=max(16, triton.next_power_of_2(G)),
@@ -290,17 +311,19 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
                 BN_QKV=config.qkv[0], BK_QKV=config.qkv[1], BN_O=config.o[0], BK_O=config.o[1],
                 BN_GATE_UP=config.gate_up[0], BK_GATE_UP=config.gate_up[1], BN_DOWN=config.down[0],
                 BK_DOWN=config.down[1], DOWN_SPLITS=splits,
+                NORMED=normed is not None, NEXT_NORM=next_norm is not None,
                 DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
                 num_warps=config.num_warps, num_stages=config.num_stages, **pdl_options(x.device))
     if persistent:
         programs = parallel_programs(x.device) // 2                     # one per SM
         _decode_layer_kernel[(programs,)](*args, STAGE=ALL_STAGES, **meta)
     else:
-        tiles = {1: B, 2: rows * (triton.cdiv(NQ, config.qkv[0]) + 2 * triton.cdiv(NKV, config.qkv[0])),
+        tiles = {1: B if normed is None else 0,
+                 2: rows * (triton.cdiv(NQ, config.qkv[0]) + 2 * triton.cdiv(NKV, config.qkv[0])),
                  3: B * H_kv, 4: rows * triton.cdiv(C, config.o[0]), 5: B,
                  6: rows * triton.cdiv(FF, config.gate_up[0]), 7: rows * triton.cdiv(C, config.down[0]) * splits,
-                 8: B if splits > 1 else 0}
+                 8: B if splits > 1 or next_norm is not None else 0}
         for stage in STAGES:
             if tiles[stage]:
                 _decode_layer_kernel[(tiles[stage],)](*args, STAGE=stage, **meta)
-    return out
+    return out if next_norm is None else (out, out_normed)

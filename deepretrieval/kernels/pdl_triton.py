@@ -17,7 +17,8 @@ interpreter or with DEEPRETRIEVAL_PDL=0 it is off and the kernels are as before.
 Measured on an H100 (`python -m bench.fast_generate --cases latency [--no-pdl]`): batch-1 decode
 +17 % at Qwen2.5-0.5B shapes and +7 % at 3B. Two variants were no faster and were dropped: letting
 dependents start before the wait (so whole chains of kernels become resident early), and a TMA
-bulk prefetch of each program's weight rows into L2 before the wait.
+bulk prefetch of each program's weight rows into L2 before the wait. At 64 rows, the layer kernel
+prefetching a whole layer's weights into L2 from its first launch halved the rollout (docs/LOG.md).
 """
 from __future__ import annotations
 

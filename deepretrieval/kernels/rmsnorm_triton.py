@@ -26,10 +26,17 @@ def _rmsnorm_row(row, x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, stride_x, str
         x = (x + r).to(x_ptr.dtype.element_ty)
         tl.store(res_out_ptr + row * stride_res_out + cols, x, mask=mask)
         x = x.to(tl.float32)
+    normed = _rms_normalized(x, x_ptr, w_ptr, cols, mask, N, eps)
+    tl.store(out_ptr + row * stride_out + cols, normed.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rms_normalized(x, x_ptr, w_ptr, cols, mask, N, eps):
+    """w * RMSNorm(x) in fp32 for one row x (fp32 holding values of x_ptr's dtype, zero past N), the
+    normalised row rounded to that dtype before the weight, as the reference does."""
     rstd = tl.rsqrt(tl.sum(x * x, axis=0) / N + eps)
     normed = (x * rstd).to(x_ptr.dtype.element_ty).to(tl.float32)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * stride_out + cols, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
+    return tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32) * normed
 
 
 @triton.jit

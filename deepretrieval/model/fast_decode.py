@@ -61,7 +61,7 @@ import torch.nn.functional as F
 
 from deepretrieval.kernels import use_pdl
 from deepretrieval.kernels.decode_attention import decode_attention, kv_range_from_mask
-from deepretrieval.kernels.decode_layer import LayerWeights, decode_layer, layer_kernel_mode
+from deepretrieval.kernels.decode_layer import LayerWeights, decode_layers, layer_kernel_mode
 from deepretrieval.kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS
 from deepretrieval.kernels.head_sample import head_sample
 from deepretrieval.kernels.rmsnorm import rmsnorm
@@ -343,11 +343,10 @@ class FastDecoder:
         """The same layers through kernels.decode_layer: at a few rows 6 (one row) or 7 launches
         each, RMSNorm folded into the projection after it, bias, SiLU-gate and the residual add into
         the projection before them, RoPE and the cache write into the qkv projection at one row;
-        more rows (up to 64 by default) its layer kernel."""
-        for i, layer in enumerate(model.layers):
-            x = decode_layer(x, self.layer_weights[i], layer.attn_norm.eps, self.cos, self.sin, self.positions,
-                             self.k[i], self.v[i], self.slot, self.kv_start, self.kv_end, sync=self.sync)
-        return x
+        more rows (up to 64 by default) its layer kernel, each layer's last stage writing the next
+        layer's input norm."""
+        return decode_layers(x, self.layer_weights, model.layers[0].attn_norm.eps, self.cos, self.sin, self.positions,
+                             self.k, self.v, self.slot, self.kv_start, self.kv_end, sync=self.sync)
 
     @staticmethod
     def _heads(attn: Attention, q, k, v):
