@@ -16,7 +16,8 @@ Every kernel comes as three functions with one signature:
     fused_linear      decode GEMV (<= 16 rows): RMSNorm before, bias / SiLU-gate / residual after,
                       q, k, v (or gate, up) in one launch
     decode_layer      a whole decoder layer for one token per row: the per-op kernels above composed,
-                      and (17-64 rows by default) one kernel whose stages run staged or persistent
+                      and (17-64 rows by default) one kernel whose stages run staged or persistent;
+                      decode_layers runs a stack, each layer handing the next its input norm
     silu_mul          SwiGLU's silu(gate) * up in one launch (decode above fused_linear's rows)
     sample            greedy / temperature / top-k / top-p sampling with no host sync
     head_sample       final RMSNorm, LM head and sampler; above 16 rows one pass that never writes
