@@ -7,6 +7,8 @@
     python -m bench.fast_generate --cases rollout --profile --ours-only   # where a rollout's GPU time goes
     DEEPRETRIEVAL_LAYER_KERNEL=off python -m bench.fast_generate --cases rollout --ours-only
                                                            # cuBLAS layers where the layer kernel is the default
+    DEEPRETRIEVAL_LAYER_CONFIG="prefetch=3 block_rows=128" python -m bench.fast_generate --cases rollout --ours-only
+                                                           # the layer kernel's tiles changed (decode_layer_triton)
 
 Random bf16 weights at Qwen2.5-0.5B and -3B shapes, the same weights on both sides.
   latency  batch 1, prompt 128, 256 new tokens, greedy: tok/s of ours and of three references:
@@ -254,7 +256,8 @@ def bench_shape(name: str, args, bandwidth: float, rows: list[dict]) -> None:
         rec = {"model": name, "case": case_name, **case, "dtype": "bfloat16",
                "transformers": transformers.__version__, "torch": torch.__version__,
                "ours_tok_s": round(o["tok_s"], 1), "pdl": use_pdl(torch.device("cuda")),
-               "layer_kernel": layer_kernel_mode(case["batch"]), "ours_mem_gib": o["mem_gib"],
+               "layer_kernel": layer_kernel_mode(case["batch"]),
+               "layer_config": os.environ.get("DEEPRETRIEVAL_LAYER_CONFIG") or None, "ours_mem_gib": o["mem_gib"],
                "weights_gib": round(weight_bytes / GiB, 3),
                **{k: o[k] for k in ("cuda_graphs", "first_call_s", "graph_error") if k in o}}
         if not args.ours_only:

@@ -270,7 +270,7 @@ def _decode_layer_case(model: str, B: int) -> Case:
     import itertools
 
     from deepretrieval.kernels.decode_layer import LayerWeights, decode_layer_reference
-    from deepretrieval.kernels.decode_layer_triton import LayerConfig, decode_layer_triton
+    from deepretrieval.kernels.decode_layer_triton import decode_layer_triton, layer_config_from_env
     m = MODELS[model]
     C, F_, H_q, H_kv, D = m["hidden"], m["ffn"], m["H_q"], m["H_kv"], m["D"]
     S, ctx = 768, 512
@@ -298,12 +298,14 @@ def _decode_layer_case(model: str, B: int) -> Case:
     baselines = {"persistent": run(decode_layer_triton, sync=sync, persistent=True),
                  "in a stack": run(decode_layer_triton, sync=sync, normed=t(B, C), next_norm=1 + t(C))}
     if SWEEP:                                           # one knob at a time away from the default
-        default = LayerConfig()
+        default = layer_config_from_env()             # DEEPRETRIEVAL_LAYER_CONFIG, if set
         for change in (dict(qkv=(16, 128)), dict(qkv=(32, 256)), dict(qkv=(64, 128)), dict(o=(32, 128)),
                        dict(o=(16, 256)), dict(gate_up=(64, 128)), dict(gate_up=(16, 128)),
                        dict(gate_up=(32, 256)), dict(down=(32, 128)), dict(down=(16, 256)), dict(down=(64, 256)),
                        dict(down_splits=1), dict(down_splits=2), dict(down_splits=3), dict(attention_block=64),
-                       dict(num_stages=3), dict(num_stages=5), dict(num_warps=8)):
+                       dict(num_stages=3), dict(num_stages=5), dict(num_warps=8), dict(block_rows=128),
+                       dict(prefetch=(2, 3, 4, 6, 7)), dict(prefetch=(3,)), dict(prefetch=(2, 4)),
+                       dict(prefetch=(6, 7))):
             baselines[" ".join(f"{k}={v}" for k, v in change.items())] = run(
                 decode_layer_triton, sync=sync, config=dataclasses.replace(default, **change))
     kv_bytes = 2 * B * H_kv * ctx * D * 2

@@ -53,15 +53,21 @@ def captured_launches(*where):
 
 def compiled(where, call) -> list[str]:
     """call() with the kernels at `where` captured; each launch compiled: a line per launch, named
-    by its kernel or, for the layer kernel, by its stage."""
+    by its kernel or, for the layer kernel, by its stage, with its L2 prefetches before the PDL wait."""
     with captured_launches(*where) as launches:
         call()
-    return [f"{'stage %d' % kw['STAGE'] if 'STAGE' in kw else kernel.__name__}: {grid} programs, "
-            f"{compile_for_hopper(kernel, args, kw).shared} B shared" for kernel, grid, args, kw in launches]
+    lines = []
+    for kernel, grid, args, kw in launches:
+        binary = compile_for_hopper(kernel, args, kw)
+        before_wait = binary.asm["ptx"].split("griddepcontrol.wait")[0]
+        lines.append(f"{'stage %d' % kw['STAGE'] if 'STAGE' in kw else kernel.__name__}: {grid} programs, "
+                     f"{before_wait.count('prefetch.global.L2')} prefetches before the wait, "
+                     f"{binary.metadata.shared} B shared")
+    return lines
 
 
 def compile_for_hopper(kernel, args, kw):
-    """triton.compile of one captured launch (with PDL on, as on an H100); returns its metadata."""
+    """triton.compile of one captured launch (with PDL on, as on an H100)."""
     constexpr_names = {p.name for p in kernel.params if p.is_constexpr}
     values = iter(args)
     signature, constants, attrs = {}, {}, {}
@@ -81,7 +87,7 @@ def compile_for_hopper(kernel, args, kw):
         constants["USE_PDL"] = True
         options["launch_pdl"] = True
     source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
-    return triton.compile(source, target=HOPPER, options=options).metadata
+    return triton.compile(source, target=HOPPER, options=options)
 
 
 def layer_stages(C, F, H, H_kv, D, B, dtype, chained=False, **config) -> list[str]:
@@ -124,7 +130,8 @@ def other_kernels() -> list[str]:
 
 
 if __name__ == "__main__":
-    for config in (dict(), dict(down_splits=4), dict(chained=True), dict(chained=True, down_splits=4)):
+    for config in (dict(), dict(down_splits=4), dict(chained=True), dict(chained=True, down_splits=4),
+                   dict(chained=True, down_splits=4, prefetch=(2, 3, 4, 6, 7))):
         for line in layer_stages(896, 4864, 14, 2, 64, 64, torch.bfloat16, **config):   # Qwen2.5-0.5B, 64 rows
             print(config, line)
     for line in other_kernels():

@@ -18,8 +18,10 @@ pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 from deepretrieval.kernels.decode_attention import decode_attention_reference  # noqa: E402
 from deepretrieval.kernels.decode_layer import (KERNEL_OPS, LayerWeights, compose, decode_layer,  # noqa: E402
                                                 decode_layer_reference, decode_layers, layer_kernel_mode)
+import deepretrieval.kernels.decode_layer_triton as layer_triton  # noqa: E402
 from deepretrieval.kernels.decode_layer_triton import (SHARED_MEMORY_BUDGET, LayerConfig,  # noqa: E402
-                                                       decode_layer_triton, fit_shared_memory, pipeline_bytes)
+                                                       decode_layer_triton, fit_shared_memory, layer_config_from_env,
+                                                       pipeline_bytes)
 from deepretrieval.kernels.fused_linear import fused_linear_reference  # noqa: E402
 from deepretrieval.kernels.qkv_rope_cache import qkv_rope_cache_reference  # noqa: E402
 from deepretrieval.kernels.rmsnorm import rmsnorm_reference  # noqa: E402
@@ -70,17 +72,19 @@ def test_reference_is_the_five_op_references():
     assert torch.equal(got, want) and torch.equal(kc, kc2) and torch.equal(vc, vc2)
 
 
-@pytest.mark.parametrize("B,D,bias,splits", [(3, 16, True, 1), (20, 32, False, 1), (5, 16, "all", 3),
-                                              (20, 16, True, 2)])
-def test_triton_stages_equal_reference_fp32(B, D, bias, splits):
-    """Staged launches (what the interpreter can run): row blocks, GQA groups, with/without biases,
-    the down projection whole or split along K (a split shorter than the others included)."""
+@pytest.mark.parametrize("B,D,bias,splits,block_rows", [(3, 16, True, 1, 64), (20, 32, False, 1, 64),
+                                                         (5, 16, "all", 3, 64), (20, 16, True, 2, 64),
+                                                         (40, 16, True, 2, 16)])
+def test_triton_stages_equal_reference_fp32(B, D, bias, splits, block_rows):
+    """Staged launches (what the interpreter can run): GQA groups, with/without biases, the down
+    projection whole or split along K (a split shorter than the others included), one row block or
+    three (the last one partial)."""
     args = inputs(B, 48, 80, 6, 2, D, 24, torch.float32, DEVICE, bias=bias)
     caches_want = [c.clone() for c in args[6]]
     want = call(decode_layer_reference, args, caches_want)
     caches_got = [c.clone() for c in args[6]]
     got = call(decode_layer_triton, args, caches_got, persistent=False,
-               config=LayerConfig((16, 16), (16, 32), (16, 16), (16, 32), down_splits=splits))
+               config=LayerConfig((16, 16), (16, 32), (16, 16), (16, 32), down_splits=splits, block_rows=block_rows))
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     for a, b in zip(caches_got, caches_want):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -154,11 +158,40 @@ def test_tiles_are_shrunk_to_fit_shared_memory():
         fit_shared_memory(default, 64, 64, 4, budget=1024)
 
 
+def test_layer_config_from_the_environment(monkeypatch):
+    """DEEPRETRIEVAL_LAYER_CONFIG changes the fields it names, and the launches take them: 16-row
+    tiles (three row blocks of 40 rows), split-K 2, the prefetching stages as a bit mask."""
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", "block_rows=16  prefetch=3,7 down_splits=2 gate_up=32,64")
+    assert layer_config_from_env() == replace(LayerConfig(), block_rows=16, prefetch=(3, 7), down_splits=2,
+                                              gate_up=(32, 64))
+    launches = []
+
+    class Capture:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launches.append((grid, kw))
+    monkeypatch.setattr(layer_triton, "_decode_layer_kernel", Capture())
+    args = inputs(40, 48, 80, 6, 2, 16, 24, torch.float32, DEVICE)
+    call(decode_layer_triton, args, args[6])
+    assert {(kw["BLOCK_B"], kw["DOWN_SPLITS"], kw["PREFETCH"], kw["BN_GATE_UP"]) for _, kw in launches} == {
+        (16, 2, 2 ** 3 + 2 ** 7, 32)}
+    assert dict((kw["STAGE"], grid) for grid, kw in launches)[6] == (3 * 3,)    # 3 row blocks x 3 tiles of 32 columns
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", "down_splits= prefetch=")
+    assert layer_config_from_env() == LayerConfig()
+    for bad in ("block_rows", "gate_up=64", "warps=8", "num_warps=x", "qkv=16,32,64"):
+        monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", bad)
+        with pytest.raises(ValueError, match=f"DEEPRETRIEVAL_LAYER_CONFIG: '{bad}' is not KEY=VALUE"):
+            layer_config_from_env()
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", "prefetch=5")
+    with pytest.raises(ValueError, match=r"prefetch=\(5,\): stages \(2, 3, 4, 6, 7\) can prefetch"):
+        layer_config_from_env()
+
+
 def test_kernels_compile_for_an_h100():
     """tests/hopper_compile.py, in a process of its own (this one may interpret the kernels):
     Triton compiles each stage of the layer kernel for sm_90 (default config; the down projection
     split in 4 and summed by a stage of its own; both as a layer inside a stack, whose last stage
-    writes the next layer's norm), and decode attention, the sampler, the
+    writes the next layer's norm; and with the L2 prefetch, which every stage that reads weights or
+    the cache issues before its PDL wait), and decode attention, the sampler, the
     LM head + sampler and fused_linear, each within an H100's 227 KiB of shared memory."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).parent.parent
@@ -168,7 +201,9 @@ def test_kernels_compile_for_an_h100():
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     stages = [line.split("stage ")[1].split(":")[0] for line in lines if "stage " in line]
-    assert stages == list("1234567") + list("12345678") + list("2345678") * 2
+    assert stages == list("1234567") + list("12345678") + list("2345678") * 3
+    prefetches = [int(line.split(" prefetches")[0].split()[-1]) for line in lines if "stage " in line]
+    assert [stage for stage, n in zip(stages, prefetches) if n] == list("23467")     # the last config's
     assert [line.split(":")[0] for line in lines if "stage " not in line] == [
         "_attention_split_kernel", "_attention_reduce_kernel", "_sample_split_kernel", "_sample_reduce_kernel",
         "_rmsnorm_kernel", "_head_sample_tile_kernel", "_sample_reduce_kernel", "_fused_linear_kernel"]
@@ -199,12 +234,14 @@ def test_layer_kernel_mode(monkeypatch):
                                      (64, torch.float32)])
 def test_gpu_persistent_equals_stages_and_per_op_kernels(C, F, H, D, B, dtype, monkeypatch):
     """bf16 bounds: a few roundings (seen: max 0.031, mean 0.0025 at 0.5B, 32 rows); fp32: the
-    tiles shrunk to fit shared memory, IEEE dots, agreement to fp32 accumulation order."""
+    tiles shrunk to fit shared memory, IEEE dots, agreement to fp32 accumulation order. The L2
+    prefetch before the PDL wait is a hint: staged launches give the same bits with and without it."""
     args = inputs(B, C, F, H, 2, D, 320, dtype, "cuda")
     max_err, mean_err, cache_tol = (0.1, 5e-3, 0.05) if dtype == torch.bfloat16 else (1e-3, 1e-5, 1e-4)
     runs = {}
     for name, fn, kw in (("persistent", decode_layer_triton, dict(persistent=True)),
-                         ("staged", decode_layer_triton, dict(persistent=False)),
+                         ("staged", decode_layer_triton, dict(config=LayerConfig(prefetch=()))),
+                         ("prefetch", decode_layer_triton, dict(config=LayerConfig(prefetch=(2, 3, 4, 6, 7)))),
                          ("per_op", lambda *a: compose(KERNEL_OPS, *a), {}),
                          ("reference", decode_layer_reference, {})):
         caches = [c.clone() for c in args[6]]
@@ -213,8 +250,9 @@ def test_gpu_persistent_equals_stages_and_per_op_kernels(C, F, H, D, B, dtype, m
         caches = [c.clone() for c in args[6]]
         assert torch.equal(call(decode_layer_triton, args, caches, persistent=True), runs["persistent"][0])
     out, caches = runs["persistent"]
-    assert torch.equal(out, runs["staged"][0])
-    assert all(torch.equal(a, b) for a, b in zip(caches, runs["staged"][1]))
+    for same in ("staged", "prefetch"):
+        assert torch.equal(out, runs[same][0]), same
+        assert all(torch.equal(a, b) for a, b in zip(caches, runs[same][1])), same
     for other in ("per_op", "reference"):    # cuBLAS / other accumulation orders
         want, want_caches = runs[other]
         err = (out.float() - want.float()).abs()

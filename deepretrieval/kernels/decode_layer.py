@@ -21,7 +21,8 @@ that the caller runs cuBLAS matmuls (model/fast_decode.py does), whose larger ti
 weight fewer times (batch 256 at Qwen2.5-0.5B shapes on an H100: 103k tok/s against the layer
 kernel's 90k; batch 64: 48.5k against 46.7k, with 25-50 % less memory; docs/LOG.md).
 DEEPRETRIEVAL_LAYER_KERNEL overrides: "staged" or "persistent" (one launch, grid barriers between
-the stages) for every row count above MAX_ROWS, "off" for none.
+the stages) for every row count above MAX_ROWS, "off" for none. DEEPRETRIEVAL_LAYER_CONFIG sets
+the layer kernel's tiles (decode_layer_triton.layer_config_from_env).
 """
 from __future__ import annotations
 

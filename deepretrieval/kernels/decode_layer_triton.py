@@ -25,7 +25,7 @@ The tiles are the per-op kernels' own bodies (`_rmsnorm_row`, `_fused_linear_til
 `_rope_cache_heads`, `_attention_split_tile`), so the numerics are theirs. The norms are stages of
 their own because a projection whose loop also normalises its input was not pipelined by Triton
 (qkv 11.3 us against o's 3.1 at Qwen2.5-0.5B shapes, 64 rows, an H100). A fused_linear tile takes
-BLOCK_B rows (up to 64) and BLOCK_N columns; more rows take more row blocks.
+BLOCK_B rows (up to `LayerConfig.block_rows`) and BLOCK_N columns; more rows take more row blocks.
 
 Staged (the default): one launch per stage, each with as many programs as the stage has tiles,
 under PDL (kernels/pdl_triton.py). Persistent (`persistent=True`): one program per SM runs all the
@@ -36,6 +36,14 @@ under MPS with a share of the SMs could deadlock it). Under the CPU interpreter,
 one after another so that a barrier would never open, it is always staged; the stages are one
 kernel with a STAGE constexpr, so both modes run the same code.
 
+The tiles, split-K, key block, warps and pipeline depth are a `LayerConfig`;
+DEEPRETRIEVAL_LAYER_CONFIG="KEY=VALUE ..." changes them without editing code (`layer_config_from_env`).
+`prefetch` names stages whose programs, launched early by PDL, ask L2 for their tile's weight rows
+(the attention: its row's cached keys and values) before they wait (`_prefetch_stage`). Off by
+default: on an H200 all five stages took the batch-64 rollout from 56.4k to 57.7k tok/s at
+Qwen2.5-0.5B, whose layer fits in L2, and from 17.9k to 16.0k at 3B, whose gate/up and down
+slabs evict each other (docs/LOG.md).
+
 Measured on an H100, 64 rows, context 512, weights from HBM (a layer in isolation,
 `python -m bench.kernels --only decode_layer`): Qwen2.5-0.5B 41.6 us staged, 40.6 inside a stack
 (its norm handed on), 46.4 persistent; 3B 96.0, 95.0, 104.7. Stage times (staged launches, with the
@@ -45,9 +53,10 @@ o 3.2, norm 1.5, gate/up 10.2, down 8.5, split sum 1.7 us; 3B 1.6, 7.7, 11.3, 5.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 import triton
@@ -56,13 +65,14 @@ import triton.language as tl
 from deepretrieval.kernels import parallel_programs
 from deepretrieval.kernels.decode_attention_triton import _attention_split_tile
 from deepretrieval.kernels.fused_linear_triton import _fused_linear_tile, _project_pipelined
-from deepretrieval.kernels.pdl_triton import pdl_options, wait_for_previous
+from deepretrieval.kernels.pdl_triton import pdl_options, prefetch_l2, wait_for_previous
 from deepretrieval.kernels.rope_cache import check_cache_args
 from deepretrieval.kernels.rmsnorm_triton import _rms_normalized, _rmsnorm_row
 from deepretrieval.kernels.rope_cache_triton import _rope_cache_heads
 
 ALL_STAGES = 0
 STAGES = (1, 2, 3, 4, 5, 6, 7, 8)
+PREFETCH_STAGES = (2, 3, 4, 6, 7)       # those that read weights or the cache (`_prefetch_stage`)
 
 
 @triton.jit
@@ -90,6 +100,54 @@ def _norm_rows(pid, num_programs, x_ptr, w_ptr, out_ptr, B, C, eps, BLOCK_C: tl.
 
 
 @triton.jit
+def _prefetch_weight_rows(w_ptr, first_row, N, K, k_lo, k_hi, BLOCK_N: tl.constexpr):
+    """L2 prefetch of rows [first_row, first_row + BLOCK_N) of w [N, K], columns [k_lo, k_hi): a tile's weights."""
+    size = w_ptr.dtype.element_ty.itemsize
+    prefetch_l2(w_ptr + first_row.to(tl.int64) * K + k_lo, tl.minimum(BLOCK_N, N - first_row), (k_hi - k_lo) * size,
+                K * size, 128)
+
+
+@triton.jit
+def _prefetch_stage(pid, STAGE: tl.constexpr, wq_ptr, wk_ptr, wv_ptr, wo_ptr, gate_ptr, up_ptr, down_ptr, kc_ptr, vc_ptr,
+                    start_ptr, end_ptr, C, FF, NQ, NKV, H_KV, stride_cb, stride_ch, stride_cs,
+                    BN_QKV: tl.constexpr, BN_O: tl.constexpr, BN_GATE_UP: tl.constexpr, BN_DOWN: tl.constexpr,
+                    BK_DOWN: tl.constexpr, DOWN_SPLITS: tl.constexpr):
+    """Before its PDL wait, program `pid` of a staged launch asks L2 for what its first tile reads
+    from HBM and no kernel of the step writes: its weight rows, or (attention) its row's cached keys
+    and values. The launch's programs start while the stage before runs (PDL), so these bytes move
+    while that stage computes instead of after it."""
+    if STAGE == 2:
+        cols_q = tl.cdiv(NQ, BN_QKV)
+        cols_kv = tl.cdiv(NKV, BN_QKV)
+        c = pid % (cols_q + 2 * cols_kv)
+        if c < cols_q:
+            _prefetch_weight_rows(wq_ptr, c * BN_QKV, NQ, C, 0, C, BN_QKV)
+        elif c < cols_q + cols_kv:
+            _prefetch_weight_rows(wk_ptr, (c - cols_q) * BN_QKV, NKV, C, 0, C, BN_QKV)
+        else:
+            _prefetch_weight_rows(wv_ptr, (c - cols_q - cols_kv) * BN_QKV, NKV, C, 0, C, BN_QKV)
+    if STAGE == 3:
+        b = (pid // H_KV).to(tl.int64)
+        start = tl.load(start_ptr + b).to(tl.int64)
+        keys = tl.maximum(tl.load(end_ptr + b).to(tl.int64) - start, 0)
+        at = b * stride_cb + (pid % H_KV) * stride_ch + start * stride_cs
+        size = kc_ptr.dtype.element_ty.itemsize
+        prefetch_l2(kc_ptr + at, 1, keys * stride_cs * size, 0, 128)
+        prefetch_l2(vc_ptr + at, 1, keys * stride_cs * size, 0, 128)
+    if STAGE == 4:
+        _prefetch_weight_rows(wo_ptr, (pid % tl.cdiv(C, BN_O)) * BN_O, C, NQ, 0, NQ, BN_O)
+    if STAGE == 6:
+        first = (pid % tl.cdiv(FF, BN_GATE_UP)) * BN_GATE_UP
+        _prefetch_weight_rows(gate_ptr, first, FF, C, 0, C, BN_GATE_UP)
+        _prefetch_weight_rows(up_ptr, first, FF, C, 0, C, BN_GATE_UP)
+    if STAGE == 7:                                       # the tile's K range, as stage 7 splits it
+        per_split = tl.cdiv(tl.cdiv(FF, DOWN_SPLITS), BK_DOWN) * BK_DOWN
+        k_lo = (pid % DOWN_SPLITS) * per_split
+        first = ((pid // DOWN_SPLITS) % tl.cdiv(C, BN_DOWN)) * BN_DOWN
+        _prefetch_weight_rows(down_ptr, first, C, FF, k_lo, tl.minimum(k_lo + per_split, FF), BN_DOWN)
+
+
+@triton.jit
 def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr, act_ptr, partial_ptr, out_ptr,
                          out_normed_ptr, attn_norm_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr,
                          mlp_norm_ptr, gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, next_norm_ptr,
@@ -102,9 +160,14 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                          BLOCK_B: tl.constexpr, BN_QKV: tl.constexpr, BK_QKV: tl.constexpr, BN_O: tl.constexpr,
                          BK_O: tl.constexpr, BN_GATE_UP: tl.constexpr, BK_GATE_UP: tl.constexpr,
                          BN_DOWN: tl.constexpr, BK_DOWN: tl.constexpr, DOWN_SPLITS: tl.constexpr,
-                         NORMED: tl.constexpr, NEXT_NORM: tl.constexpr, DOT_FP32: tl.constexpr, USE_PDL: tl.constexpr):
+                         NORMED: tl.constexpr, NEXT_NORM: tl.constexpr, PREFETCH: tl.constexpr,
+                         DOT_FP32: tl.constexpr, USE_PDL: tl.constexpr):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
+    if USE_PDL and STAGE != 0 and PREFETCH & (1 << STAGE) != 0:
+        _prefetch_stage(pid, STAGE, wq_ptr, wk_ptr, wv_ptr, wo_ptr, gate_ptr, up_ptr, down_ptr, kc_ptr, vc_ptr,
+                        start_ptr, end_ptr, C, FF, NQ, NKV, H_KV, stride_cb, stride_ch, stride_cs,
+                        BN_QKV, BN_O, BN_GATE_UP, BN_DOWN, BK_DOWN, DOWN_SPLITS)
     wait_for_previous(USE_PDL)
     row_blocks = tl.cdiv(B, BLOCK_B)
     n_qkv = NQ + 2 * NKV
@@ -212,8 +275,41 @@ class LayerConfig:
     down: tuple[int, int] = (32, 256)
     attention_block: int = 128          # `fit_shared_memory` halves it to 64 at head_dim 128
     down_splits: int | None = None      # split-K of the down projection; None: `down_splits`
+    block_rows: int = 64                # rows of a projection tile, at most (more rows: more row blocks)
+    prefetch: tuple[int, ...] = ()      # stages that L2-prefetch before their PDL wait (`_prefetch_stage`)
     num_warps: int = 4
     num_stages: int = 4
+
+    def __post_init__(self):
+        if not set(self.prefetch) <= set(PREFETCH_STAGES):
+            raise ValueError(f"LayerConfig: prefetch={self.prefetch}: stages {PREFETCH_STAGES} can prefetch")
+
+
+def layer_config_from_env() -> LayerConfig:
+    """LayerConfig() with the fields DEEPRETRIEVAL_LAYER_CONFIG sets, KEY=VALUE items separated by
+    spaces, VALUE integers separated by commas: e.g. "prefetch=2,3,4,6,7 block_rows=128
+    gate_up=64,128", or "down_splits=" for None. To tune the layer kernel on a GPU without
+    editing code (bench.fast_generate records it); an unknown key or a malformed value is an error."""
+    return _parse_layer_config(os.environ.get("DEEPRETRIEVAL_LAYER_CONFIG", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_layer_config(text: str) -> LayerConfig:
+    kinds = {f.name: f.type for f in fields(LayerConfig)}       # annotations as strings: "int | None", ...
+    changes = {}
+    for item in text.split():
+        key, _, value = item.partition("=")
+        kind = kinds.get(key)
+        try:
+            numbers = tuple(int(v) for v in value.split(",")) if value else ()
+        except ValueError:
+            numbers = None
+        counts = {"tuple[int, int]": (2,), "int": (1,), "int | None": (0, 1)}.get(kind, ())
+        if kind is None or "=" not in item or numbers is None or (counts and len(numbers) not in counts):
+            raise ValueError(f"DEEPRETRIEVAL_LAYER_CONFIG: {item!r} is not KEY=VALUE with KEY one of "
+                             f"{', '.join(kinds)} and VALUE {kind or 'integers separated by commas'}")
+        changes[key] = numbers if kind.startswith("tuple") else (numbers[0] if numbers else None)
+    return replace(LayerConfig(), **changes)
 
 
 SHARED_MEMORY_BUDGET = 200 * 1024       # bytes of pipeline buffers a stage may take (an H100 has 227 KiB)
@@ -286,8 +382,9 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
         raise ValueError("decode_layer: give biases for all of q, k, v (and of gate, up, down) or for none")
     bq, bk, bv = w.qkv_bias or (w.wq,) * 3                             # unused slots: any valid pointer
     b_gate, b_up, b_down = w.mlp_bias or (w.wq,) * 3
-    block_b = min(64, max(16, triton.next_power_of_2(B)))
-    config = fit_shared_memory(config or LayerConfig(), block_b, D, x.element_size())
+    config = config or layer_config_from_env()
+    block_b = min(config.block_rows, max(16, triton.next_power_of_2(B)))
+    config = fit_shared_memory(config, block_b, D, x.element_size())
     persistent = persistent and os.environ.get("TRITON_INTERPRET") != "1"     # the interpreter runs stages
     if sync is None:
         sync = torch.zeros(2, dtype=torch.int32, device=x.device)
@@ -312,6 +409,7 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
                 BN_GATE_UP=config.gate_up[0], BK_GATE_UP=config.gate_up[1], BN_DOWN=config.down[0],
                 BK_DOWN=config.down[1], DOWN_SPLITS=splits,
                 NORMED=normed is not None, NEXT_NORM=next_norm is not None,
+                PREFETCH=sum(1 << stage for stage in set(config.prefetch)),
                 DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
                 num_warps=config.num_warps, num_stages=config.num_stages, **pdl_options(x.device))
     if persistent:

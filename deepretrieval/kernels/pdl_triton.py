@@ -18,7 +18,9 @@ Measured on an H100 (`python -m bench.fast_generate --cases latency [--no-pdl]`)
 +17 % at Qwen2.5-0.5B shapes and +7 % at 3B. Two variants were no faster and were dropped: letting
 dependents start before the wait (so whole chains of kernels become resident early), and a TMA
 bulk prefetch of each program's weight rows into L2 before the wait. At 64 rows, the layer kernel
-prefetching a whole layer's weights into L2 from its first launch halved the rollout (docs/LOG.md).
+prefetching a whole layer's weights into L2 from its first launch halved the rollout; each program
+asking L2 for its own tile's bytes (`prefetch_l2`, opt-in there) gained 2 % at Qwen2.5-0.5B and lost
+10 % at 3B (docs/LOG.md).
 """
 from __future__ import annotations
 
@@ -36,6 +38,21 @@ def wait_for_previous(USE_PDL: tl.constexpr):
     if USE_PDL:
         gdc_wait()
         gdc_launch_dependents()
+
+
+@triton.jit
+def prefetch_l2(ptr, rows, row_bytes, row_stride_bytes, THREADS: tl.constexpr):
+    """Ask L2 for `rows` runs of `row_bytes` bytes from `ptr`, `row_stride_bytes` apart: one
+    `prefetch.global.L2` per 128-byte line, THREADS lines at a time. A hint: it loads nothing into
+    registers, cannot fault, and changes no result, so a kernel may issue it before its wait."""
+    base = ptr.to(tl.pointer_type(tl.int8))
+    per_row = tl.cdiv(row_bytes, 128)
+    lines = rows * per_row
+    for first in range(0, lines, THREADS):
+        line = tl.minimum(first + tl.arange(0, THREADS), lines - 1)
+        address = base + (line // per_row).to(tl.int64) * row_stride_bytes + (line % per_row) * 128
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [address], dtype=tl.int32,
+                                  is_pure=False, pack=1)
 
 
 def pdl_options(device) -> dict:
