@@ -115,7 +115,10 @@ def _prefetch_stage(pid, STAGE: tl.constexpr, wq_ptr, wk_ptr, wv_ptr, wo_ptr, ga
     """Before its PDL wait, program `pid` of a staged launch asks L2 for what its first tile reads
     from HBM and no kernel of the step writes: its weight rows, or (attention) its row's cached keys
     and values. The launch's programs start while the stage before runs (PDL), so these bytes move
-    while that stage computes instead of after it."""
+    while that stage computes instead of after it. The attention reads its row's key range before the
+    wait: the step's record kernel writes kv_end, but at least two launches earlier, and a launch
+    finishes before the second one after it starts (kernels/pdl_triton.py); a prefetch is a hint
+    in any case and changes no result."""
     if STAGE == 2:
         cols_q = tl.cdiv(NQ, BN_QKV)
         cols_kv = tl.cdiv(NKV, BN_QKV)

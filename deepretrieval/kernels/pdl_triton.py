@@ -8,9 +8,11 @@ programs do what needs nothing from earlier kernels (the decode GEMV loads its f
 and then wait in `wait_for_previous` until the kernel before has finished and its writes are visible.
 
 The rule that keeps this correct: before `wait_for_previous` a kernel reads only tensors that no
-kernel of the step writes (weights, norm weights, biases) and writes nothing. Every PDL kernel
-waits before it ends, so "the previous kernel has finished" implies every earlier one has too, and
-a kernel that follows a normal (non-PDL) kernel simply starts after it, as without PDL.
+kernel of the step writes (weights, norm weights, biases), or that only kernels two or more launches
+back write (a kernel lets the next one start only after its own wait, so the kernel before it has
+finished by then), and writes nothing. Every PDL kernel waits before it ends, so "the previous
+kernel has finished" implies every earlier one has too, and a kernel that follows a normal
+(non-PDL) kernel simply starts after it, as without PDL.
 Launchers pass `**pdl_options(device)` (from `kernels.use_pdl`); off Hopper, under the CPU
 interpreter or with DEEPRETRIEVAL_PDL=0 it is off and the kernels are as before.
 
