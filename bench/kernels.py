@@ -269,7 +269,7 @@ def _decode_layer_case(model: str, B: int) -> Case:
     kernels.decode_layer.decode_layers runs it); with --sweep other block configs."""
     import itertools
 
-    from deepretrieval.kernels.decode_layer import LayerWeights, decode_layer_reference
+    from deepretrieval.kernels.decode_layer import LAYER_SYNC_WORDS, LayerWeights, decode_layer_reference
     from deepretrieval.kernels.decode_layer_triton import decode_layer_triton, layer_config_from_env
     m = MODELS[model]
     C, F_, H_q, H_kv, D = m["hidden"], m["ffn"], m["H_q"], m["H_kv"], m["D"]
@@ -291,7 +291,7 @@ def _decode_layer_case(model: str, B: int) -> Case:
     slot = torch.tensor([ctx - 1], device=DEVICE)
     start = torch.zeros(B, device=DEVICE, dtype=torch.int32)
     end = torch.full((B,), ctx, device=DEVICE, dtype=torch.int32)
-    sync = torch.zeros(2, device=DEVICE, dtype=torch.int32)
+    sync = torch.zeros(LAYER_SYNC_WORDS, device=DEVICE, dtype=torch.int32)
 
     def run(fn, **kw):
         return lambda: fn(x, next(layer), 1e-6, cos, sin, pos, k, v, slot, start, end, **kw)

@@ -59,9 +59,10 @@ def compiled(where, call) -> list[str]:
     lines = []
     for kernel, grid, args, kw in launches:
         binary = compile_for_hopper(kernel, args, kw)
-        before_wait = binary.asm["ptx"].split("griddepcontrol.wait")[0]
+        ptx = binary.asm["ptx"]
+        before_wait = ptx.split("griddepcontrol.wait")[0].count("prefetch.global.L2")
         lines.append(f"{'stage %d' % kw['STAGE'] if 'STAGE' in kw else kernel.__name__}: {grid} programs, "
-                     f"{before_wait.count('prefetch.global.L2')} prefetches before the wait, "
+                     f"{before_wait} of {ptx.count('prefetch.global.L2')} prefetches before the wait, "
                      f"{binary.metadata.shared} B shared")
     return lines
 
@@ -90,9 +91,10 @@ def compile_for_hopper(kernel, args, kw):
     return triton.compile(source, target=HOPPER, options=options)
 
 
-def layer_stages(C, F, H, H_kv, D, B, dtype, chained=False, **config) -> list[str]:
-    """Compiles every stage one decode_layer_triton call launches; a line per stage. `chained`: a
-    layer inside a stack (its input norm given, the next layer's written by its last stage)."""
+def layer_stages(C, F, H, H_kv, D, B, dtype, chained=False, persistent=False, **config) -> list[str]:
+    """Compiles every stage one decode_layer_triton call launches; a line per stage (stage 0: the
+    persistent launch). `chained`: a layer inside a stack (its input norm given, the next layer's
+    written by its last stage)."""
     def t(*shape):
         return torch.zeros(*shape, dtype=dtype)
     w = LayerWeights(t(C), t(H * D, C), t(H_kv * D, C), t(H_kv * D, C), t(C, H * D), t(C), t(F, C), t(F, C), t(C, F),
@@ -101,7 +103,7 @@ def layer_stages(C, F, H, H_kv, D, B, dtype, chained=False, **config) -> list[st
     return compiled([(layer_triton, "_decode_layer_kernel")], lambda: layer_triton.decode_layer_triton(
         t(B, C), w, 1e-6, torch.zeros(S, D), torch.zeros(S, D), torch.zeros(B, dtype=torch.long), t(B, H_kv, S, D),
         t(B, H_kv, S, D), torch.zeros(1, dtype=torch.long), torch.zeros(B, dtype=torch.int32),
-        torch.full((B,), 512, dtype=torch.int32), config=layer_triton.LayerConfig(**config),
+        torch.full((B,), 512, dtype=torch.int32), config=layer_triton.LayerConfig(**config), persistent=persistent,
         normed=t(B, C) if chained else None, next_norm=t(C) if chained else None))
 
 
@@ -131,7 +133,8 @@ def other_kernels() -> list[str]:
 
 if __name__ == "__main__":
     for config in (dict(), dict(down_splits=4), dict(chained=True), dict(chained=True, down_splits=4),
-                   dict(chained=True, down_splits=4, prefetch=(2, 3, 4, 6, 7))):
+                   dict(chained=True, down_splits=4, prefetch=(2, 3, 4, 6, 7)),
+                   dict(chained=True, down_splits=4, prefetch=(2, 3, 4, 6, 7), persistent=True)):
         for line in layer_stages(896, 4864, 14, 2, 64, 64, torch.bfloat16, **config):   # Qwen2.5-0.5B, 64 rows
             print(config, line)
     for line in other_kernels():

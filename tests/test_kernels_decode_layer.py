@@ -16,8 +16,9 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
 
 from deepretrieval.kernels.decode_attention import decode_attention_reference  # noqa: E402
-from deepretrieval.kernels.decode_layer import (KERNEL_OPS, LayerWeights, compose, decode_layer,  # noqa: E402
-                                                decode_layer_reference, decode_layers, layer_kernel_mode)
+from deepretrieval.kernels.decode_layer import (KERNEL_OPS, LAYER_SYNC_WORDS, LayerWeights, compose,  # noqa: E402
+                                                decode_layer, decode_layer_reference, decode_layers,
+                                                layer_kernel_mode)
 import deepretrieval.kernels.decode_layer_triton as layer_triton  # noqa: E402
 from deepretrieval.kernels.decode_layer_triton import (SHARED_MEMORY_BUDGET, LayerConfig,  # noqa: E402
                                                        decode_layer_triton, fit_shared_memory, layer_config_from_env,
@@ -116,6 +117,32 @@ def test_triton_layers_chained_by_their_norms_equal_reference_fp32(splits):
     assert normed is None
 
 
+@pytest.mark.parametrize("B,bias,splits,block_rows,chained", [(3, True, 1, 64, False), (5, "all", 3, 64, True),
+                                                              (40, True, 2, 16, False), (20, "all", 1, 64, True)])
+def test_persistent_queue_equals_staged_fp32(B, bias, splits, block_rows, chained):
+    """The persistent launch (tile queues and done-counters instead of launches) gives the staged
+    launches' bits, caches and handed-on norm included, twice in a row on one `sync`, which it leaves
+    zeroed. Under the interpreter its programs run one after another, so the first takes every tile
+    and each wait finds its tiles done (a count too high makes the launcher raise; one too low would
+    only race on a GPU): this checks the tiles and the counts, not the races."""
+    layers = [inputs(B, 48, 80, 6, 2, 16, 24, torch.float32, DEVICE, bias=bias, seed=seed) for seed in range(2)]
+    config = LayerConfig((16, 16), (16, 32), (16, 16), (16, 32), down_splits=splits, block_rows=block_rows)
+    sync = torch.zeros(LAYER_SYNC_WORDS, dtype=torch.int32, device=DEVICE)
+    normed = rmsnorm_reference(layers[0][0], layers[0][1].attn_norm, 1e-6) if chained else None
+    next_norm = layers[1][1].mlp_norm if chained else None
+    runs = []
+    for persistent in (False, True, True):
+        caches = [c.clone() for c in layers[0][6]]
+        out = call(decode_layer_triton, layers[0], caches, persistent=persistent, config=config, sync=sync,
+                   normed=normed, next_norm=next_norm)
+        runs.append((out if chained else (out,), caches))
+        assert not sync.any()
+    for outs, caches in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(outs + tuple(caches), runs[0][0] + tuple(runs[0][1])))
+    with pytest.raises(ValueError, match=f"sync must be {LAYER_SYNC_WORDS} int32 zeros"):
+        call(decode_layer_triton, layers[0], layers[0][6], persistent=True, sync=torch.zeros(2, dtype=torch.int32))
+
+
 def test_decode_layers_is_decode_layer_after_decode_layer(monkeypatch):
     """The stack's dispatcher: off CUDA the per-op path layer by layer, each layer its own caches."""
     monkeypatch.delenv("DEEPRETRIEVAL_LAYER_KERNEL", raising=False)
@@ -190,8 +217,9 @@ def test_kernels_compile_for_an_h100():
     """tests/hopper_compile.py, in a process of its own (this one may interpret the kernels):
     Triton compiles each stage of the layer kernel for sm_90 (default config; the down projection
     split in 4 and summed by a stage of its own; both as a layer inside a stack, whose last stage
-    writes the next layer's norm; and with the L2 prefetch, which every stage that reads weights or
-    the cache issues before its PDL wait), and decode attention, the sampler, the
+    writes the next layer's norm; with the L2 prefetch, which every stage that reads weights or
+    the cache issues before its PDL wait; and that config as one persistent launch, whose programs
+    prefetch each tile they take after the wait), and decode attention, the sampler, the
     LM head + sampler and fused_linear, each within an H100's 227 KiB of shared memory."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).parent.parent
@@ -201,9 +229,10 @@ def test_kernels_compile_for_an_h100():
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     stages = [line.split("stage ")[1].split(":")[0] for line in lines if "stage " in line]
-    assert stages == list("1234567") + list("12345678") + list("2345678") * 3
-    prefetches = [int(line.split(" prefetches")[0].split()[-1]) for line in lines if "stage " in line]
-    assert [stage for stage, n in zip(stages, prefetches) if n] == list("23467")     # the last config's
+    assert stages == list("1234567") + list("12345678") + list("2345678") * 3 + ["0"]
+    prefetches = [line.split(" prefetches")[0].split()[-3::2] for line in lines if "stage " in line]
+    assert [stage for stage, (n, _) in zip(stages, prefetches) if n != "0"] == list("23467")   # the staged config's
+    assert prefetches[-1][0] == "0" and int(prefetches[-1][1]) >= 5          # persistent: each tile's, after the wait
     assert [line.split(":")[0] for line in lines if "stage " not in line] == [
         "_attention_split_kernel", "_attention_reduce_kernel", "_sample_split_kernel", "_sample_reduce_kernel",
         "_rmsnorm_kernel", "_head_sample_tile_kernel", "_sample_reduce_kernel", "_fused_linear_kernel"]
@@ -246,9 +275,11 @@ def test_gpu_persistent_equals_stages_and_per_op_kernels(C, F, H, D, B, dtype, m
                          ("reference", decode_layer_reference, {})):
         caches = [c.clone() for c in args[6]]
         runs[name] = (call(fn, args, caches, **kw), caches)
-    for _ in range(3):                       # the barrier state is reused across launches
+    sync = torch.zeros(LAYER_SYNC_WORDS, dtype=torch.int32, device="cuda")
+    for _ in range(3):                       # the queue state is reused across launches
         caches = [c.clone() for c in args[6]]
-        assert torch.equal(call(decode_layer_triton, args, caches, persistent=True), runs["persistent"][0])
+        assert torch.equal(call(decode_layer_triton, args, caches, persistent=True, sync=sync), runs["persistent"][0])
+        assert not sync.any()
     out, caches = runs["persistent"]
     for same in ("staged", "prefetch"):
         assert torch.equal(out, runs[same][0]), same

@@ -20,8 +20,8 @@ LAYER_KERNEL_MAX_ROWS (64, one row block of its tiles), as seven or eight "stage
 that the caller runs cuBLAS matmuls (model/fast_decode.py does), whose larger tiles read each
 weight fewer times (batch 256 at Qwen2.5-0.5B shapes on an H100: 103k tok/s against the layer
 kernel's 90k; batch 64: 48.5k against 46.7k, with 25-50 % less memory; docs/LOG.md).
-DEEPRETRIEVAL_LAYER_KERNEL overrides: "staged" or "persistent" (one launch, grid barriers between
-the stages) for every row count above MAX_ROWS, "off" for none. DEEPRETRIEVAL_LAYER_CONFIG sets
+DEEPRETRIEVAL_LAYER_KERNEL overrides: "staged" or "persistent" (one launch, its programs taking
+tiles from a queue per stage) for every row count above MAX_ROWS, "off" for none. DEEPRETRIEVAL_LAYER_CONFIG sets
 the layer kernel's tiles (decode_layer_triton.layer_config_from_env).
 """
 from __future__ import annotations
@@ -95,6 +95,7 @@ def decode_layer_reference(x, w: LayerWeights, eps, cos, sin, positions, k_cache
 
 
 LAYER_KERNEL_MAX_ROWS = 64
+LAYER_SYNC_WORDS = 32               # the persistent layer kernel's tile queues and counters (int32)
 LAYER_KERNEL_MODES = ("auto", "staged", "persistent", "off")
 
 
@@ -116,8 +117,8 @@ def decode_layers(x, weights: Sequence[LayerWeights], eps, cos, sin, positions, 
     """Layer after layer: x through weights[i] with caches k_caches[i], v_caches[i] (no grad; one
     eps for all). The Triton layer kernel on CUDA where `layer_kernel_mode(rows)` takes it, each
     layer's last stage also writing the next layer's input norm, so that the next skips its norm
-    stage (`sync` [2] int32 zeros is the persistent kernel's barrier state: pass one per decoder so
-    that the launch allocates nothing); the five dispatched kernels a layer otherwise; same results."""
+    stage (`sync`, LAYER_SYNC_WORDS int32 zeros, is the persistent kernel's queue state: pass one
+    per decoder so that the launch allocates nothing); the five dispatched kernels a layer otherwise; same results."""
     mode = layer_kernel_mode(x.shape[0])
     if mode and use_triton(x, *weights[0].tensors(), cos, sin, positions, k_caches[0], v_caches[0], slot):
         from deepretrieval.kernels.decode_layer_triton import decode_layer_triton

@@ -28,13 +28,18 @@ their own because a projection whose loop also normalises its input was not pipe
 BLOCK_B rows (up to `LayerConfig.block_rows`) and BLOCK_N columns; more rows take more row blocks.
 
 Staged (the default): one launch per stage, each with as many programs as the stage has tiles,
-under PDL (kernels/pdl_triton.py). Persistent (`persistent=True`): one program per SM runs all the
-stages, with a grid-wide barrier between them (`_grid_sync`, about 1.2 us on an H100), so a layer
-is one launch. The barrier needs every program resident at once: one per SM, and nothing else may
-hold an SM for good (a kernel of the same step started early by PDL only waits; another process
-under MPS with a share of the SMs could deadlock it). Under the CPU interpreter, whose programs run
-one after another so that a barrier would never open, it is always staged; the stages are one
-kernel with a STAGE constexpr, so both modes run the same code.
+under PDL (kernels/pdl_triton.py). Persistent (`persistent=True`): one launch of one program per
+SM. Each stage has a queue: a program takes the next tile with an atomic counter (`_claim`), moves
+to the next stage's queue when it is empty, and before running a tile waits only until what the
+tile reads is counted done (`_wait_until`): all of the previous stage, except that a down tile
+waits only for the gate/up tiles of its K split. So a program with nothing left in a stage starts
+the next one's tile (and its L2 prefetch, with `prefetch`) while the stage finishes. Tiles are
+taken in stage order, so every tile waited for was taken by a running program: nothing needs all
+programs resident, as the grid barrier this replaced did (measured on an H100 with the barrier:
+46.4 us a 0.5B layer against 41.6 staged; the queue is not measured yet). The last program out
+zeroes the counters (`sync`, LAYER_SYNC_WORDS int32) for the next launch. The interpreter runs
+programs one after another, so the first takes every tile; the tile functions are shared, so both
+modes run the same code.
 
 The tiles, split-K, key block, warps and pipeline depth are a `LayerConfig`;
 DEEPRETRIEVAL_LAYER_CONFIG="KEY=VALUE ..." changes them without editing code (`layer_config_from_env`).
@@ -46,7 +51,7 @@ slabs evict each other (docs/LOG.md).
 
 Measured on an H100, 64 rows, context 512, weights from HBM (a layer in isolation,
 `python -m bench.kernels --only decode_layer`): Qwen2.5-0.5B 41.6 us staged, 40.6 inside a stack
-(its norm handed on), 46.4 persistent; 3B 96.0, 95.0, 104.7. Stage times (staged launches, with the
+(its norm handed on), 46.4 persistent (the grid barrier); 3B 96.0, 95.0, 104.7. Stage times (staged launches, with the
 earlier 16x256 down tiles in 3 splits and 64-key blocks): 0.5B norm 1.5, qkv 3.3, attention 8.6,
 o 3.2, norm 1.5, gate/up 10.2, down 8.5, split sum 1.7 us; 3B 1.6, 7.7, 11.3, 5.1, 1.6, 36.4, 23.0
 (docs/LOG.md).
@@ -64,6 +69,7 @@ import triton.language as tl
 
 from deepretrieval.kernels import parallel_programs
 from deepretrieval.kernels.decode_attention_triton import _attention_split_tile
+from deepretrieval.kernels.decode_layer import LAYER_SYNC_WORDS
 from deepretrieval.kernels.fused_linear_triton import _fused_linear_tile, _project_pipelined
 from deepretrieval.kernels.pdl_triton import pdl_options, prefetch_l2, wait_for_previous
 from deepretrieval.kernels.rope_cache import check_cache_args
@@ -75,28 +81,55 @@ STAGES = (1, 2, 3, 4, 5, 6, 7, 8)
 PREFETCH_STAGES = (2, 3, 4, 6, 7)       # those that read weights or the cache (`_prefetch_stage`)
 
 
+# The persistent launch's state, SYNC_WORDS int32 zeros between launches (kernels/decode_layer.py):
+CLAIMED = tl.constexpr(0)       # + stage: how many of the stage's tiles programs have taken
+DONE = tl.constexpr(10)         # + stage: how many of them are finished
+SPLIT_DONE = tl.constexpr(20)   # + split: gate/up tiles finished that the down projection's K split reads (<= 8)
+EXITED = tl.constexpr(30)       # programs that have run out of tiles
+WAIT_FAILED = tl.constexpr(31)  # under the interpreter: a tile waited for tiles not run (kept; the host raises)
+
+
 @triton.jit
-def _grid_sync(sync_ptr, num_programs):
-    """Wait until every program of the grid has arrived here; their writes before it are then visible.
-    sync_ptr[0] counts arrivals, sync_ptr[1] is a generation that the last arrival bumps after
-    resetting the count, so the state is ready for the next barrier and the next launch."""
-    tl.debug_barrier()                                    # the whole program's writes come first
-    generation = tl.atomic_add(sync_ptr + 1, 0, sem="acquire", scope="gpu")
-    arrived = tl.atomic_add(sync_ptr, 1, sem="acq_rel", scope="gpu")
-    if arrived == num_programs - 1:
-        tl.atomic_xchg(sync_ptr, 0, sem="relaxed", scope="gpu")
-        tl.atomic_add(sync_ptr + 1, 1, sem="release", scope="gpu")
+def _claim(sync_ptr, stage):
+    """The next tile of `stage` for this program to run (>= the stage's tiles when none is left)."""
+    return tl.atomic_add(sync_ptr + CLAIMED + stage, 1, sem="relaxed", scope="gpu")
+
+
+@triton.jit
+def _wait_until(sync_ptr, counter, need, INTERPRETED: tl.constexpr):
+    """Spin until sync_ptr[counter] >= need; the writes of the tiles counted there are then visible.
+    The interpreter runs programs one after another, so there the count must already be reached:
+    a wrong count sets WAIT_FAILED (the launcher raises) instead of spinning for ever."""
+    counter_ptr = sync_ptr + counter
+    if INTERPRETED:
+        if tl.atomic_add(counter_ptr, 0) < need:
+            tl.atomic_xchg(sync_ptr + WAIT_FAILED, 1)
     else:
-        while tl.atomic_add(sync_ptr + 1, 0, sem="acquire", scope="gpu") == generation:
+        while tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu") < need:
             pass
     tl.debug_barrier()
 
 
 @triton.jit
-def _norm_rows(pid, num_programs, x_ptr, w_ptr, out_ptr, B, C, eps, BLOCK_C: tl.constexpr):
-    """out = RMSNorm(x) for rows pid, pid + num_programs, ... of x [B, C] (contiguous)."""
-    for row in range(pid, B, num_programs):
-        _rmsnorm_row(tl.cast(row, tl.int64), x_ptr, x_ptr, w_ptr, out_ptr, out_ptr, C, 0, C, 0, C, eps, False, BLOCK_C)
+def _count_done(counter_ptr):
+    """Count this program's tile, after all its threads' writes."""
+    tl.debug_barrier()
+    tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
+
+
+@triton.jit
+def _exit(sync_ptr, num_programs, SYNC_WORDS: tl.constexpr):
+    """The last program out zeroes the state for the next launch: every other one has finished."""
+    tl.debug_barrier()
+    if tl.atomic_add(sync_ptr + EXITED, 1, sem="acq_rel", scope="gpu") == num_programs - 1:
+        words = tl.arange(0, SYNC_WORDS)
+        tl.store(sync_ptr + words, tl.zeros([SYNC_WORDS], tl.int32), mask=words < WAIT_FAILED)
+
+
+@triton.jit
+def _norm_row(row, x_ptr, w_ptr, out_ptr, C, eps, BLOCK_C: tl.constexpr):
+    """out[row] = RMSNorm(x[row]) of x [B, C] (contiguous)."""
+    _rmsnorm_row(tl.cast(row, tl.int64), x_ptr, x_ptr, w_ptr, out_ptr, out_ptr, C, 0, C, 0, C, eps, False, BLOCK_C)
 
 
 @triton.jit
@@ -108,14 +141,15 @@ def _prefetch_weight_rows(w_ptr, first_row, N, K, k_lo, k_hi, BLOCK_N: tl.conste
 
 
 @triton.jit
-def _prefetch_stage(pid, STAGE: tl.constexpr, wq_ptr, wk_ptr, wv_ptr, wo_ptr, gate_ptr, up_ptr, down_ptr, kc_ptr, vc_ptr,
-                    start_ptr, end_ptr, C, FF, NQ, NKV, H_KV, stride_cb, stride_ch, stride_cs,
+def _prefetch_stage(pid, STAGE: tl.constexpr, wq_ptr, wk_ptr, wv_ptr, wo_ptr, gate_ptr, up_ptr, down_ptr, kc_ptr,
+                    vc_ptr, start_ptr, end_ptr, C, FF, NQ, NKV, H_KV, stride_cb, stride_ch, stride_cs,
                     BN_QKV: tl.constexpr, BN_O: tl.constexpr, BN_GATE_UP: tl.constexpr, BN_DOWN: tl.constexpr,
                     BK_DOWN: tl.constexpr, DOWN_SPLITS: tl.constexpr):
-    """Before its PDL wait, program `pid` of a staged launch asks L2 for what its first tile reads
-    from HBM and no kernel of the step writes: its weight rows, or (attention) its row's cached keys
-    and values. The launch's programs start while the stage before runs (PDL), so these bytes move
-    while that stage computes instead of after it. The attention reads its row's key range before the
+    """L2 prefetch of what tile `pid` of stage STAGE reads from HBM and no kernel of the step
+    writes: its weight rows, or (attention) its row's cached keys and values. A staged launch's
+    programs issue it before their PDL wait (they start while the stage before runs), the persistent
+    launch's before waiting for a tile's inputs, so these bytes move while the stage before computes
+    instead of after it. The attention reads its row's key range before the
     wait: the step's record kernel writes kv_end, but at least two launches earlier, and a launch
     finishes before the second one after it starts (kernels/pdl_triton.py); a prefetch is a hint
     in any case and changes no result."""
@@ -151,6 +185,118 @@ def _prefetch_stage(pid, STAGE: tl.constexpr, wq_ptr, wk_ptr, wv_ptr, wo_ptr, ga
 
 
 @triton.jit
+def _qkv_tile(t, cols, xn_ptr, qkv_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, B, C, NQ, NKV, eps,
+              HAS_QKV_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BN_QKV: tl.constexpr, BK_QKV: tl.constexpr,
+              DOT_FP32: tl.constexpr):
+    """Stage 2, tile t (`cols` tiles a row block): qkv = xn @ [wq; wk; wv].T + b."""
+    _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, xn_ptr, xn_ptr, xn_ptr, qkv_ptr,
+                       wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, B, C, NQ, NKV, NKV, eps,
+                       C, 0, NQ + 2 * NKV, 3, False, HAS_QKV_BIAS, False, False,
+                       BLOCK_B, BN_QKV, BK_QKV, True, DOT_FP32, True, False)
+
+
+@triton.jit
+def _attention_tile(t, qkv_ptr, q_ptr, attn_ptr, cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr, slot_ptr, start_ptr,
+                    end_ptr, NQ, NKV, H_Q, H_KV, qk_scale_log2, stride_cos, stride_sin, stride_cb, stride_ch,
+                    stride_cs, HALF: tl.constexpr, G: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_G: tl.constexpr,
+                    BLOCK_S: tl.constexpr):
+    """Stage 3, tile t = (row, KV head): RoPE, k/v into the cache, attention."""
+    b = (t // H_KV).to(tl.int64)
+    h = t % H_KV
+    n_qkv = NQ + 2 * NKV
+    _rope_cache_heads(b, h * G, G, h, 1, qkv_ptr, qkv_ptr + NQ, qkv_ptr + NQ + NKV, cos_ptr, sin_ptr,
+                      pos_ptr, kc_ptr, vc_ptr, slot_ptr, q_ptr, H_Q, HALF, n_qkv, 2 * HALF, n_qkv, 2 * HALF,
+                      n_qkv, 2 * HALF, stride_cb, stride_ch, stride_cs, stride_cos, stride_sin,
+                      BLOCK_H, HALF)
+    tl.debug_barrier()          # the rotated q and the new k/v are read back by other threads
+    _attention_split_tile(b, h, 0, q_ptr, kc_ptr, vc_ptr, start_ptr, end_ptr, attn_ptr, attn_ptr,
+                          H_Q * 2 * HALF, 2 * HALF, stride_cb, stride_ch, stride_cs, stride_cb, stride_ch,
+                          stride_cs, H_Q * 2 * HALF, 2 * HALF, 0, 0, 0, qk_scale_log2, G, 2 * HALF,
+                          BLOCK_G, BLOCK_S, 1)
+
+
+@triton.jit
+def _o_tile(t, cols, attn_ptr, x_ptr, h_ptr, wo_ptr, bo_ptr, B, C, NQ, eps, HAS_O_BIAS: tl.constexpr,
+            BLOCK_B: tl.constexpr, BN_O: tl.constexpr, BK_O: tl.constexpr, DOT_FP32: tl.constexpr):
+    """Stage 4, tile t: h = x + attn @ wo.T."""
+    _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, attn_ptr, attn_ptr, x_ptr, h_ptr,
+                       wo_ptr, wo_ptr, wo_ptr, bo_ptr, bo_ptr, bo_ptr, B, NQ, C, 0, 0, eps,
+                       NQ, C, C, 1, False, HAS_O_BIAS, True, False,
+                       BLOCK_B, BN_O, BK_O, True, DOT_FP32, True, False)
+
+
+@triton.jit
+def _gate_up_tile(t, cols, hn_ptr, act_ptr, gate_ptr, up_ptr, b_gate_ptr, b_up_ptr, B, C, FF, eps,
+                  HAS_MLP_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BN_GATE_UP: tl.constexpr,
+                  BK_GATE_UP: tl.constexpr, DOT_FP32: tl.constexpr):
+    """Stage 6, tile t: act = silu(hn @ gate.T) * (hn @ up.T)."""
+    _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, hn_ptr, hn_ptr, hn_ptr, act_ptr,
+                       gate_ptr, up_ptr, gate_ptr, b_gate_ptr, b_up_ptr, b_gate_ptr, B, C, FF, FF, 0, eps,
+                       C, 0, FF, 2, False, HAS_MLP_BIAS, False, True,
+                       BLOCK_B, BN_GATE_UP, BK_GATE_UP, True, DOT_FP32, True, False)
+
+
+@triton.jit
+def _down_tile(t, cols, per_split, act_ptr, h_ptr, out_ptr, partial_ptr, down_ptr, b_down_ptr, B, C, FF, eps,
+               HAS_MLP_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BN_DOWN: tl.constexpr, BK_DOWN: tl.constexpr,
+               DOWN_SPLITS: tl.constexpr, DOT_FP32: tl.constexpr):
+    """Stage 7, tile t: out = h + act @ down.T, or split-K (t = ((row block, column tile), split)):
+    fp32 partials [splits, B, C] of K range [split * per_split, ...), summed in stage 8."""
+    if DOWN_SPLITS == 1:
+        _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, act_ptr, act_ptr, h_ptr, out_ptr,
+                           down_ptr, down_ptr, down_ptr, b_down_ptr, b_down_ptr, b_down_ptr, B, FF, C, 0, 0,
+                           eps, FF, C, C, 1, False, HAS_MLP_BIAS, True, False,
+                           BLOCK_B, BN_DOWN, BK_DOWN, True, DOT_FP32, True, False)
+    else:
+        split = t % DOWN_SPLITS
+        rows = (t // (DOWN_SPLITS * cols)) * BLOCK_B + tl.arange(0, BLOCK_B)
+        n = ((t // DOWN_SPLITS) % cols) * BN_DOWN + tl.arange(0, BN_DOWN)
+        k_lo = split * per_split
+        acc, _ = _project_pipelined(act_ptr, FF, rows, B, k_lo, tl.minimum(k_lo + per_split, FF), FF,
+                                    down_ptr, n, C, down_ptr, n, C, False, BLOCK_B, BN_DOWN, BK_DOWN, DOT_FP32)
+        tl.store(partial_ptr + split * B * C + rows[:, None] * C + n[None, :], acc,
+                 mask=(rows[:, None] < B) & (n[None, :] < C))
+
+
+@triton.jit
+def _rows_tile(row, bias, partial_ptr, h_ptr, out_ptr, out_normed_ptr, next_norm_ptr, B, C, eps,
+               BLOCK_C: tl.constexpr, DOWN_SPLITS: tl.constexpr, NEXT_NORM: tl.constexpr):
+    """Stage 8, one row: the split sum out = h + (sum of the partials + bias) in order (the same sum
+    every step; F.linear's roundings), and with NEXT_NORM the next layer's xn = RMSNorm(out)."""
+    dt = out_ptr.dtype.element_ty
+    c = tl.arange(0, BLOCK_C)
+    cmask = c < C
+    if DOWN_SPLITS > 1:
+        y = bias
+        for split in range(DOWN_SPLITS):
+            y += tl.load(partial_ptr + split * B * C + row * C + c, mask=cmask, other=0.0)
+        r = tl.load(h_ptr + row * C + c, mask=cmask, other=0.0).to(tl.float32)
+        out = (r + y.to(dt).to(tl.float32)).to(dt)
+        tl.store(out_ptr + row * C + c, out, mask=cmask)
+    else:
+        out = tl.load(out_ptr + row * C + c, mask=cmask, other=0.0)
+    if NEXT_NORM:                                # the next layer's xn, so that it skips stage 1
+        normed = _rms_normalized(out.to(tl.float32), out_ptr, next_norm_ptr, c, cmask, C, eps)
+        tl.store(out_normed_ptr + row * C + c, normed.to(dt), mask=cmask)
+
+
+@triton.jit
+def _count_gate_up_tile(t, cols, per_split, sync_ptr, FF, BN_GATE_UP: tl.constexpr):
+    """Gate/up tile t is done: count it for every down split whose K range holds its columns."""
+    first = (t % cols) * BN_GATE_UP
+    for split in range(first // per_split, (tl.minimum(first + BN_GATE_UP, FF) - 1) // per_split + 1):
+        _count_done(sync_ptr + SPLIT_DONE + split)
+
+
+@triton.jit
+def _gate_up_tiles_of_split(split, per_split, row_blocks, FF, BN_GATE_UP: tl.constexpr):
+    """How many gate/up tiles the down projection's K split `split` reads."""
+    k_lo = split * per_split
+    k_hi = tl.minimum(k_lo + per_split, FF)
+    return tl.maximum(tl.cdiv(k_hi, BN_GATE_UP) - k_lo // BN_GATE_UP, 0) * row_blocks
+
+
+@triton.jit
 def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr, act_ptr, partial_ptr, out_ptr,
                          out_normed_ptr, attn_norm_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr,
                          mlp_norm_ptr, gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, next_norm_ptr,
@@ -164,7 +310,8 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                          BK_O: tl.constexpr, BN_GATE_UP: tl.constexpr, BK_GATE_UP: tl.constexpr,
                          BN_DOWN: tl.constexpr, BK_DOWN: tl.constexpr, DOWN_SPLITS: tl.constexpr,
                          NORMED: tl.constexpr, NEXT_NORM: tl.constexpr, PREFETCH: tl.constexpr,
-                         DOT_FP32: tl.constexpr, USE_PDL: tl.constexpr):
+                         SYNC_WORDS: tl.constexpr, INTERPRETED: tl.constexpr, DOT_FP32: tl.constexpr,
+                         USE_PDL: tl.constexpr):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     if USE_PDL and STAGE != 0 and PREFETCH & (1 << STAGE) != 0:
@@ -173,98 +320,93 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                         BN_QKV, BN_O, BN_GATE_UP, BN_DOWN, BK_DOWN, DOWN_SPLITS)
     wait_for_previous(USE_PDL)
     row_blocks = tl.cdiv(B, BLOCK_B)
-    n_qkv = NQ + 2 * NKV
-    if (STAGE == 0 and not NORMED) or STAGE == 1:        # xn = RMSNorm(x), unless the last layer wrote it
-        _norm_rows(pid, num_programs, x_ptr, attn_norm_ptr, xn_ptr, B, C, eps, BLOCK_C)
-        if STAGE == 0:
-            _grid_sync(sync_ptr, num_programs)
-    if STAGE == 0 or STAGE == 2:                         # qkv = xn @ [wq; wk; wv].T + b
-        cols = tl.cdiv(NQ, BN_QKV) + 2 * tl.cdiv(NKV, BN_QKV)
-        for t in range(pid, row_blocks * cols, num_programs):
-            _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, xn_ptr, xn_ptr, xn_ptr, qkv_ptr,
-                               wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, B, C, NQ, NKV, NKV, eps,
-                               C, 0, n_qkv, 3, False, HAS_QKV_BIAS, False, False,
-                               BLOCK_B, BN_QKV, BK_QKV, True, DOT_FP32, True, False)
-    if STAGE == 0:
-        _grid_sync(sync_ptr, num_programs)
-    if STAGE == 0 or STAGE == 3:                         # RoPE, k/v into the cache, attention
-        for t in range(pid, B * H_KV, num_programs):
-            b = (t // H_KV).to(tl.int64)
-            h = t % H_KV
-            _rope_cache_heads(b, h * G, G, h, 1, qkv_ptr, qkv_ptr + NQ, qkv_ptr + NQ + NKV, cos_ptr, sin_ptr,
-                              pos_ptr, kc_ptr, vc_ptr, slot_ptr, q_ptr, H_Q, HALF, n_qkv, 2 * HALF, n_qkv, 2 * HALF,
-                              n_qkv, 2 * HALF, stride_cb, stride_ch, stride_cs, stride_cos, stride_sin,
-                              BLOCK_H, HALF)
-            tl.debug_barrier()          # the rotated q and the new k/v are read back by other threads
-            _attention_split_tile(b, h, 0, q_ptr, kc_ptr, vc_ptr, start_ptr, end_ptr, attn_ptr, attn_ptr,
-                                  H_Q * 2 * HALF, 2 * HALF, stride_cb, stride_ch, stride_cs, stride_cb, stride_ch,
-                                  stride_cs, H_Q * 2 * HALF, 2 * HALF, 0, 0, 0, qk_scale_log2, G, 2 * HALF,
-                                  BLOCK_G, BLOCK_S, 1)
-    if STAGE == 0:
-        _grid_sync(sync_ptr, num_programs)
-    if STAGE == 0 or STAGE == 4:                         # h = x + attn @ wo.T
-        cols = tl.cdiv(C, BN_O)
-        for t in range(pid, row_blocks * cols, num_programs):
-            _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, attn_ptr, attn_ptr, x_ptr, h_ptr,
-                               wo_ptr, wo_ptr, wo_ptr, bo_ptr, bo_ptr, bo_ptr, B, NQ, C, 0, 0, eps,
-                               NQ, C, C, 1, False, HAS_O_BIAS, True, False,
-                               BLOCK_B, BN_O, BK_O, True, DOT_FP32, True, False)
-    if STAGE == 0:
-        _grid_sync(sync_ptr, num_programs)
-    if STAGE == 0 or STAGE == 5:                         # hn = RMSNorm(h)
-        _norm_rows(pid, num_programs, h_ptr, mlp_norm_ptr, hn_ptr, B, C, eps, BLOCK_C)
-    if STAGE == 0:
-        _grid_sync(sync_ptr, num_programs)
-    if STAGE == 0 or STAGE == 6:                         # act = silu(hn @ gate.T) * (hn @ up.T)
-        cols = tl.cdiv(FF, BN_GATE_UP)
-        for t in range(pid, row_blocks * cols, num_programs):
-            _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, hn_ptr, hn_ptr, hn_ptr, act_ptr,
-                               gate_ptr, up_ptr, gate_ptr, b_gate_ptr, b_up_ptr, b_gate_ptr, B, C, FF, FF, 0, eps,
-                               C, 0, FF, 2, False, HAS_MLP_BIAS, False, True,
-                               BLOCK_B, BN_GATE_UP, BK_GATE_UP, True, DOT_FP32, True, False)
-    if STAGE == 0:
-        _grid_sync(sync_ptr, num_programs)
-    if STAGE == 0 or STAGE == 7:                         # out = h + act @ down.T
-        cols = tl.cdiv(C, BN_DOWN)
-        if DOWN_SPLITS == 1:
-            for t in range(pid, row_blocks * cols, num_programs):
-                _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, act_ptr, act_ptr, h_ptr, out_ptr,
-                                   down_ptr, down_ptr, down_ptr, b_down_ptr, b_down_ptr, b_down_ptr, B, FF, C, 0, 0,
-                                   eps, FF, C, C, 1, False, HAS_MLP_BIAS, True, False,
-                                   BLOCK_B, BN_DOWN, BK_DOWN, True, DOT_FP32, True, False)
-        else:                                            # split-K: fp32 partials, summed in stage 8
-            per_split = tl.cdiv(tl.cdiv(FF, DOWN_SPLITS), BK_DOWN) * BK_DOWN
-            for t in range(pid, row_blocks * cols * DOWN_SPLITS, num_programs):
-                split = t % DOWN_SPLITS
-                rows = (t // (DOWN_SPLITS * cols)) * BLOCK_B + tl.arange(0, BLOCK_B)
-                n = ((t // DOWN_SPLITS) % cols) * BN_DOWN + tl.arange(0, BN_DOWN)
-                k_lo = split * per_split
-                acc, _ = _project_pipelined(act_ptr, FF, rows, B, k_lo, tl.minimum(k_lo + per_split, FF), FF,
-                                            down_ptr, n, C, down_ptr, n, C, False, BLOCK_B, BN_DOWN, BK_DOWN, DOT_FP32)
-                tl.store(partial_ptr + split * B * C + rows[:, None] * C + n[None, :], acc,
-                         mask=(rows[:, None] < B) & (n[None, :] < C))
-    if STAGE == 0 and (DOWN_SPLITS > 1 or NEXT_NORM):
-        _grid_sync(sync_ptr, num_programs)
-    if (STAGE == 0 or STAGE == 8) and (DOWN_SPLITS > 1 or NEXT_NORM):   # rows: split sum, next layer's norm
-        dt = out_ptr.dtype.element_ty
-        c = tl.arange(0, BLOCK_C)
-        cmask = c < C
-        bias = tl.zeros([BLOCK_C], tl.float32)
-        if HAS_MLP_BIAS and DOWN_SPLITS > 1:
-            bias = tl.load(b_down_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+    cols_qkv = tl.cdiv(NQ, BN_QKV) + 2 * tl.cdiv(NKV, BN_QKV)
+    cols_o = tl.cdiv(C, BN_O)
+    cols_gate_up = tl.cdiv(FF, BN_GATE_UP)
+    cols_down = tl.cdiv(C, BN_DOWN)
+    per_split = tl.cdiv(tl.cdiv(FF, DOWN_SPLITS), BK_DOWN) * BK_DOWN
+    bias = tl.zeros([BLOCK_C], tl.float32)                 # stage 8's: the down bias, added to the split sum
+    if HAS_MLP_BIAS and DOWN_SPLITS > 1 and (STAGE == 0 or STAGE == 8):
+        bias = tl.load(b_down_ptr + tl.arange(0, BLOCK_C), mask=tl.arange(0, BLOCK_C) < C, other=0.0).to(tl.float32)
+    # staged: one launch per stage, a program per tile
+    if STAGE == 1:
         for row in range(pid, B, num_programs):
-            if DOWN_SPLITS > 1:                          # out = h + (sum of the partials + bias), F.linear's roundings
-                y = bias
-                for split in range(DOWN_SPLITS):         # in order: the same sum every step
-                    y += tl.load(partial_ptr + split * B * C + row * C + c, mask=cmask, other=0.0)
-                r = tl.load(h_ptr + row * C + c, mask=cmask, other=0.0).to(tl.float32)
-                out = (r + y.to(dt).to(tl.float32)).to(dt)
-                tl.store(out_ptr + row * C + c, out, mask=cmask)
-            else:
-                out = tl.load(out_ptr + row * C + c, mask=cmask, other=0.0)
-            if NEXT_NORM:                                # the next layer's xn, so that it skips stage 1
-                normed = _rms_normalized(out.to(tl.float32), out_ptr, next_norm_ptr, c, cmask, C, eps)
-                tl.store(out_normed_ptr + row * C + c, normed.to(dt), mask=cmask)
+            _norm_row(row, x_ptr, attn_norm_ptr, xn_ptr, C, eps, BLOCK_C)
+    if STAGE == 2:
+        for t in range(pid, row_blocks * cols_qkv, num_programs):
+            _qkv_tile(t, cols_qkv, xn_ptr, qkv_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, B, C, NQ, NKV, eps,
+                      HAS_QKV_BIAS, BLOCK_B, BN_QKV, BK_QKV, DOT_FP32)
+    if STAGE == 3:
+        for t in range(pid, B * H_KV, num_programs):
+            _attention_tile(t, qkv_ptr, q_ptr, attn_ptr, cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr, slot_ptr, start_ptr,
+                            end_ptr, NQ, NKV, H_Q, H_KV, qk_scale_log2, stride_cos, stride_sin, stride_cb, stride_ch,
+                            stride_cs, HALF, G, BLOCK_H, BLOCK_G, BLOCK_S)
+    if STAGE == 4:
+        for t in range(pid, row_blocks * cols_o, num_programs):
+            _o_tile(t, cols_o, attn_ptr, x_ptr, h_ptr, wo_ptr, bo_ptr, B, C, NQ, eps, HAS_O_BIAS, BLOCK_B, BN_O, BK_O,
+                    DOT_FP32)
+    if STAGE == 5:
+        for row in range(pid, B, num_programs):
+            _norm_row(row, h_ptr, mlp_norm_ptr, hn_ptr, C, eps, BLOCK_C)
+    if STAGE == 6:
+        for t in range(pid, row_blocks * cols_gate_up, num_programs):
+            _gate_up_tile(t, cols_gate_up, hn_ptr, act_ptr, gate_ptr, up_ptr, b_gate_ptr, b_up_ptr, B, C, FF, eps,
+                          HAS_MLP_BIAS, BLOCK_B, BN_GATE_UP, BK_GATE_UP, DOT_FP32)
+    if STAGE == 7:
+        for t in range(pid, row_blocks * cols_down * DOWN_SPLITS, num_programs):
+            _down_tile(t, cols_down, per_split, act_ptr, h_ptr, out_ptr, partial_ptr, down_ptr, b_down_ptr, B, C, FF,
+                       eps, HAS_MLP_BIAS, BLOCK_B, BN_DOWN, BK_DOWN, DOWN_SPLITS, DOT_FP32)
+    if STAGE == 8:
+        for row in range(pid, B, num_programs):
+            _rows_tile(row, bias, partial_ptr, h_ptr, out_ptr, out_normed_ptr, next_norm_ptr, B, C, eps, BLOCK_C,
+                       DOWN_SPLITS, NEXT_NORM)
+    # persistent: every program takes the next tile of a stage from its queue, later stages once a
+    # stage's queue is empty, and before running a tile waits only until what the tile reads is done
+    if STAGE == 0:
+        tiles = (B, row_blocks * cols_qkv, B * H_KV, row_blocks * cols_o, B, row_blocks * cols_gate_up,
+                 row_blocks * cols_down * DOWN_SPLITS, B)
+        for S in tl.static_range(1, 9):
+            if (S != 1 or not NORMED) and (S != 8 or DOWN_SPLITS > 1 or NEXT_NORM):
+                t = _claim(sync_ptr, S)
+                while t < tiles[S - 1]:
+                    if USE_PDL and PREFETCH & (1 << S) != 0:
+                        _prefetch_stage(t, S, wq_ptr, wk_ptr, wv_ptr, wo_ptr, gate_ptr, up_ptr, down_ptr, kc_ptr,
+                                        vc_ptr, start_ptr, end_ptr, C, FF, NQ, NKV, H_KV, stride_cb, stride_ch,
+                                        stride_cs, BN_QKV, BN_O, BN_GATE_UP, BN_DOWN, BK_DOWN, DOWN_SPLITS)
+                    if S == 7:                           # a down tile waits only for its K split's gate/up
+                        split = t % DOWN_SPLITS
+                        _wait_until(sync_ptr, SPLIT_DONE + split,
+                                    _gate_up_tiles_of_split(split, per_split, row_blocks, FF, BN_GATE_UP), INTERPRETED)
+                    elif S > 2 or not NORMED:            # the rest: for all of the stage before
+                        if S > 1:
+                            _wait_until(sync_ptr, DONE + S - 1, tiles[S - 2], INTERPRETED)
+                    if S == 1:
+                        _norm_row(t, x_ptr, attn_norm_ptr, xn_ptr, C, eps, BLOCK_C)
+                    if S == 2:
+                        _qkv_tile(t, cols_qkv, xn_ptr, qkv_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, B, C,
+                                  NQ, NKV, eps, HAS_QKV_BIAS, BLOCK_B, BN_QKV, BK_QKV, DOT_FP32)
+                    if S == 3:
+                        _attention_tile(t, qkv_ptr, q_ptr, attn_ptr, cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr,
+                                        slot_ptr, start_ptr, end_ptr, NQ, NKV, H_Q, H_KV, qk_scale_log2, stride_cos,
+                                        stride_sin, stride_cb, stride_ch, stride_cs, HALF, G, BLOCK_H, BLOCK_G, BLOCK_S)
+                    if S == 4:
+                        _o_tile(t, cols_o, attn_ptr, x_ptr, h_ptr, wo_ptr, bo_ptr, B, C, NQ, eps, HAS_O_BIAS, BLOCK_B,
+                                BN_O, BK_O, DOT_FP32)
+                    if S == 5:
+                        _norm_row(t, h_ptr, mlp_norm_ptr, hn_ptr, C, eps, BLOCK_C)
+                    if S == 6:
+                        _gate_up_tile(t, cols_gate_up, hn_ptr, act_ptr, gate_ptr, up_ptr, b_gate_ptr, b_up_ptr, B, C,
+                                      FF, eps, HAS_MLP_BIAS, BLOCK_B, BN_GATE_UP, BK_GATE_UP, DOT_FP32)
+                        _count_gate_up_tile(t, cols_gate_up, per_split, sync_ptr, FF, BN_GATE_UP)
+                    if S == 7:
+                        _down_tile(t, cols_down, per_split, act_ptr, h_ptr, out_ptr, partial_ptr, down_ptr, b_down_ptr,
+                                   B, C, FF, eps, HAS_MLP_BIAS, BLOCK_B, BN_DOWN, BK_DOWN, DOWN_SPLITS, DOT_FP32)
+                    if S == 8:
+                        _rows_tile(t, bias, partial_ptr, h_ptr, out_ptr, out_normed_ptr, next_norm_ptr, B, C, eps,
+                                   BLOCK_C, DOWN_SPLITS, NEXT_NORM)
+                    _count_done(sync_ptr + DONE + S)
+                    t = _claim(sync_ptr, S)
+        _exit(sync_ptr, num_programs, SYNC_WORDS)
 
 
 @dataclass(frozen=True)
@@ -279,7 +421,7 @@ class LayerConfig:
     attention_block: int = 128          # `fit_shared_memory` halves it to 64 at head_dim 128
     down_splits: int | None = None      # split-K of the down projection; None: `down_splits`
     block_rows: int = 64                # rows of a projection tile, at most (more rows: more row blocks)
-    prefetch: tuple[int, ...] = ()      # stages that L2-prefetch before their PDL wait (`_prefetch_stage`)
+    prefetch: tuple[int, ...] = ()      # stages whose tiles first L2-prefetch their inputs (`_prefetch_stage`)
     num_warps: int = 4
     num_stages: int = 4
 
@@ -388,9 +530,11 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
     config = config or layer_config_from_env()
     block_b = min(config.block_rows, max(16, triton.next_power_of_2(B)))
     config = fit_shared_memory(config, block_b, D, x.element_size())
-    persistent = persistent and os.environ.get("TRITON_INTERPRET") != "1"     # the interpreter runs stages
     if sync is None:
-        sync = torch.zeros(2, dtype=torch.int32, device=x.device)
+        sync = torch.zeros(LAYER_SYNC_WORDS, dtype=torch.int32, device=x.device)
+    if sync.dtype != torch.int32 or sync.numel() != LAYER_SYNC_WORDS or sync.device != x.device:
+        raise ValueError(f"decode_layer: sync must be {LAYER_SYNC_WORDS} int32 zeros on {x.device}, got "
+                         f"{sync.numel()} {sync.dtype} on {sync.device}")
     new = lambda *shape: torch.empty(shape, dtype=x.dtype, device=x.device)    # noqa: E731
     xn, qkv, q, attn, h, hn, act, out = (new(B, C) if normed is None else normed, new(B, NQ + 2 * NKV),
                                          new(B, H_q, D), new(B, NQ), new(B, C), new(B, C), new(B, FF), new(B, C))
@@ -412,12 +556,16 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
                 BN_GATE_UP=config.gate_up[0], BK_GATE_UP=config.gate_up[1], BN_DOWN=config.down[0],
                 BK_DOWN=config.down[1], DOWN_SPLITS=splits,
                 NORMED=normed is not None, NEXT_NORM=next_norm is not None,
-                PREFETCH=sum(1 << stage for stage in set(config.prefetch)),
+                PREFETCH=sum(1 << stage for stage in set(config.prefetch)), SYNC_WORDS=LAYER_SYNC_WORDS,
+                INTERPRETED=os.environ.get("TRITON_INTERPRET") == "1",
                 DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
                 num_warps=config.num_warps, num_stages=config.num_stages, **pdl_options(x.device))
     if persistent:
-        programs = parallel_programs(x.device) // 2                     # one per SM
+        programs = parallel_programs(x.device) // 2                     # one per SM (two under the interpreter)
         _decode_layer_kernel[(programs,)](*args, STAGE=ALL_STAGES, **meta)
+        if meta["INTERPRETED"] and sync[WAIT_FAILED.value].item():
+            sync.zero_()
+            raise RuntimeError("decode_layer: a persistent tile waited for tiles that were never run")
     else:
         tiles = {1: B if normed is None else 0,
                  2: rows * (triton.cdiv(NQ, config.qkv[0]) + 2 * triton.cdiv(NKV, config.qkv[0])),

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 
 from deepretrieval.kernels import use_pdl
 from deepretrieval.kernels.decode_attention import decode_attention, kv_range_from_mask
-from deepretrieval.kernels.decode_layer import LayerWeights, decode_layers, layer_kernel_mode
+from deepretrieval.kernels.decode_layer import LAYER_SYNC_WORDS, LayerWeights, decode_layers, layer_kernel_mode
 from deepretrieval.kernels.fused_linear import MAX_ROWS as FUSED_MAX_ROWS
 from deepretrieval.kernels.head_sample import head_sample
 from deepretrieval.kernels.rmsnorm import rmsnorm
@@ -235,7 +235,7 @@ class FastDecoder:
         # kernels.decode_layer.layer_kernel_mode); Qwen3's q/k norms are in neither fused path
         self.fused = (rows <= FUSED_MAX_ROWS or key.layer_kernel is not None) and not cfg.qk_norm
         self.layer_weights = [LayerWeights.of(layer) for layer in model.layers] if self.fused else None
-        self.sync = torch.zeros(2, dtype=torch.int32, device=dev)           # the layer kernel's grid barrier
+        self.sync = torch.zeros(LAYER_SYNC_WORDS, dtype=torch.int32, device=dev)   # the persistent kernel's queues
         self.merged = None if self.fused else MergedProjections(model)
         self.use_graph = cuda_graphs and dev.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
