@@ -1,7 +1,7 @@
 """A whole decode layer (kernels/decode_layer.py): the reference is the five per-op references it
-composes; the Triton kernel, stage by stage (CPU interpreter, fp32), equals it; on the GPU the
-persistent kernel (one launch, grid barriers) equals the staged launches bit for bit and the
-per-op kernels within bf16 rounding, at Qwen2.5-0.5B and 3B shapes."""
+composes; the Triton kernel, stage by stage and as one persistent launch (CPU interpreter, fp32),
+equals it; on the GPU the persistent launch (tile queues) equals the staged launches bit for bit
+and the per-op kernels within bf16 rounding, at Qwen2.5-0.5B and 3B shapes."""
 import os
 import subprocess
 import sys
