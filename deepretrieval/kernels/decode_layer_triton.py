@@ -143,8 +143,9 @@ def _prefetch_weight_rows(w_ptr, first_row, N, K, k_lo, k_hi, BLOCK_N: tl.conste
 @triton.jit
 def _prefetch_stage(pid, STAGE: tl.constexpr, wq_ptr, wk_ptr, wv_ptr, wo_ptr, gate_ptr, up_ptr, down_ptr, kc_ptr,
                     vc_ptr, start_ptr, end_ptr, C, FF, NQ, NKV, H_KV, stride_cb, stride_ch, stride_cs,
+                    cols_qkv, cols_o, cols_gate_up, cols_down, per_split,
                     BN_QKV: tl.constexpr, BN_O: tl.constexpr, BN_GATE_UP: tl.constexpr, BN_DOWN: tl.constexpr,
-                    BK_DOWN: tl.constexpr, DOWN_SPLITS: tl.constexpr):
+                    DOWN_SPLITS: tl.constexpr):
     """L2 prefetch of what tile `pid` of stage STAGE reads from HBM and no kernel of the step
     writes: its weight rows, or (attention) its row's cached keys and values. A staged launch's
     programs issue it before their PDL wait (they start while the stage before runs), the persistent
@@ -156,7 +157,7 @@ def _prefetch_stage(pid, STAGE: tl.constexpr, wq_ptr, wk_ptr, wv_ptr, wo_ptr, ga
     if STAGE == 2:
         cols_q = tl.cdiv(NQ, BN_QKV)
         cols_kv = tl.cdiv(NKV, BN_QKV)
-        c = pid % (cols_q + 2 * cols_kv)
+        c = pid % cols_qkv
         if c < cols_q:
             _prefetch_weight_rows(wq_ptr, c * BN_QKV, NQ, C, 0, C, BN_QKV)
         elif c < cols_q + cols_kv:
@@ -172,15 +173,14 @@ def _prefetch_stage(pid, STAGE: tl.constexpr, wq_ptr, wk_ptr, wv_ptr, wo_ptr, ga
         prefetch_l2(kc_ptr + at, 1, keys * stride_cs * size, 0, 128)
         prefetch_l2(vc_ptr + at, 1, keys * stride_cs * size, 0, 128)
     if STAGE == 4:
-        _prefetch_weight_rows(wo_ptr, (pid % tl.cdiv(C, BN_O)) * BN_O, C, NQ, 0, NQ, BN_O)
+        _prefetch_weight_rows(wo_ptr, (pid % cols_o) * BN_O, C, NQ, 0, NQ, BN_O)
     if STAGE == 6:
-        first = (pid % tl.cdiv(FF, BN_GATE_UP)) * BN_GATE_UP
+        first = (pid % cols_gate_up) * BN_GATE_UP
         _prefetch_weight_rows(gate_ptr, first, FF, C, 0, C, BN_GATE_UP)
         _prefetch_weight_rows(up_ptr, first, FF, C, 0, C, BN_GATE_UP)
     if STAGE == 7:                                       # the tile's K range, as stage 7 splits it
-        per_split = tl.cdiv(tl.cdiv(FF, DOWN_SPLITS), BK_DOWN) * BK_DOWN
         k_lo = (pid % DOWN_SPLITS) * per_split
-        first = ((pid // DOWN_SPLITS) % tl.cdiv(C, BN_DOWN)) * BN_DOWN
+        first = ((pid // DOWN_SPLITS) % cols_down) * BN_DOWN
         _prefetch_weight_rows(down_ptr, first, C, FF, k_lo, tl.minimum(k_lo + per_split, FF), BN_DOWN)
 
 
@@ -314,17 +314,18 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                          USE_PDL: tl.constexpr):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
-    if USE_PDL and STAGE != 0 and PREFETCH & (1 << STAGE) != 0:
-        _prefetch_stage(pid, STAGE, wq_ptr, wk_ptr, wv_ptr, wo_ptr, gate_ptr, up_ptr, down_ptr, kc_ptr, vc_ptr,
-                        start_ptr, end_ptr, C, FF, NQ, NKV, H_KV, stride_cb, stride_ch, stride_cs,
-                        BN_QKV, BN_O, BN_GATE_UP, BN_DOWN, BK_DOWN, DOWN_SPLITS)
-    wait_for_previous(USE_PDL)
     row_blocks = tl.cdiv(B, BLOCK_B)
     cols_qkv = tl.cdiv(NQ, BN_QKV) + 2 * tl.cdiv(NKV, BN_QKV)
     cols_o = tl.cdiv(C, BN_O)
     cols_gate_up = tl.cdiv(FF, BN_GATE_UP)
     cols_down = tl.cdiv(C, BN_DOWN)
     per_split = tl.cdiv(tl.cdiv(FF, DOWN_SPLITS), BK_DOWN) * BK_DOWN
+    if USE_PDL and STAGE != 0 and PREFETCH & (1 << STAGE) != 0:
+        _prefetch_stage(pid, STAGE, wq_ptr, wk_ptr, wv_ptr, wo_ptr, gate_ptr, up_ptr, down_ptr, kc_ptr, vc_ptr,
+                        start_ptr, end_ptr, C, FF, NQ, NKV, H_KV, stride_cb, stride_ch, stride_cs,
+                        cols_qkv, cols_o, cols_gate_up, cols_down, per_split,
+                        BN_QKV, BN_O, BN_GATE_UP, BN_DOWN, DOWN_SPLITS)
+    wait_for_previous(USE_PDL)
     bias = tl.zeros([BLOCK_C], tl.float32)                 # stage 8's: the down bias, added to the split sum
     if HAS_MLP_BIAS and DOWN_SPLITS > 1 and (STAGE == 0 or STAGE == 8):
         bias = tl.load(b_down_ptr + tl.arange(0, BLOCK_C), mask=tl.arange(0, BLOCK_C) < C, other=0.0).to(tl.float32)
@@ -372,7 +373,8 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                     if USE_PDL and PREFETCH & (1 << S) != 0:
                         _prefetch_stage(t, S, wq_ptr, wk_ptr, wv_ptr, wo_ptr, gate_ptr, up_ptr, down_ptr, kc_ptr,
                                         vc_ptr, start_ptr, end_ptr, C, FF, NQ, NKV, H_KV, stride_cb, stride_ch,
-                                        stride_cs, BN_QKV, BN_O, BN_GATE_UP, BN_DOWN, BK_DOWN, DOWN_SPLITS)
+                                        stride_cs, cols_qkv, cols_o, cols_gate_up, cols_down, per_split,
+                                        BN_QKV, BN_O, BN_GATE_UP, BN_DOWN, DOWN_SPLITS)
                     if S == 7:                           # a down tile waits only for its K split's gate/up
                         split = t % DOWN_SPLITS
                         _wait_until(sync_ptr, SPLIT_DONE + split,
