@@ -99,16 +99,23 @@ def compare(name: str, ours, hf, batches: list[int], prompt_len: int, new_tokens
                                    "ratio": round(tps_ours / tps_hf, 3), **extra})
 
 
-def bench_cpu(args) -> None:
+def smollm2_pair(dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """(our built-in SmolLM2-135M-Instruct, its tokenizer, a transformers model with the same
+    dequantised weights loaded through our HF export), in eval mode on `device`."""
     import tempfile
 
     import transformers
-    from deepretrieval.model.gguf_weights import load_gguf
-    from deepretrieval.model.registry import smollm2_gguf_path
-    ours = load_gguf(smollm2_gguf_path())
-    with tempfile.TemporaryDirectory() as tmp:   # the same dequantised weights, through our HF export
+    from deepretrieval.model.registry import load_model
+    ours, tokenizer = load_model("smollm2-135m", dtype, device)
+    with tempfile.TemporaryDirectory() as tmp:
         save_hf(ours, tmp)
-        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).eval().to(device)
+    return ours, tokenizer, hf
+
+
+def bench_cpu(args) -> None:
+    import transformers
+    ours, _, hf = smollm2_pair()
     compare("smollm2-135m", ours, hf, args.batches or [1, 16], args.prompt_len, args.new_tokens, args.repeats,
             {"threads": torch.get_num_threads(), "transformers": transformers.__version__})
 

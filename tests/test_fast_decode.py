@@ -4,10 +4,11 @@
     python -m pytest -q -m gpu tests/test_fast_decode.py       # CUDA: Triton kernels + CUDA graphs
 
 On CPU the fast path's step runs with the kernels' PyTorch references and no graph: same tokens
-and log-probs as the eager path, batch padding, stop tokens, decoder reuse. On CUDA, at
-Qwen2.5-0.5B shapes with random weights, batch 3 (padded to 4) and 64, ragged prompts, 64 steps:
-fp32 greedy tokens equal the eager path's; bf16 log-probs are as close to the trainer's
-recomputation as the eager path's own are; a graph replays exactly what the eager kernels do.
+and log-probs as the eager path, batch padding, stop tokens, stopped rows leaving the batch (both
+paths), decoder reuse. On CUDA, at Qwen2.5-0.5B shapes with random weights, batch 3 (padded to 4)
+and 64, ragged prompts, 64 steps: fp32 greedy tokens equal the eager path's; bf16 log-probs are as
+close to the trainer's recomputation as the eager path's own are; a graph replays exactly what the
+eager kernels do, and each smaller bucket that stopped rows leave behind gets a graph of its own.
 
 Greedy decoding from random weights meets near-ties (an untrained model's logits are almost flat),
 which rounding may break either way: `shared_prefixes` accepts a split only where the model's own
@@ -16,6 +17,7 @@ must agree.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -29,7 +31,7 @@ from deepretrieval.kernels import use_pdl
 from deepretrieval.model import fast_decode
 from deepretrieval.model.config import ModelConfig
 from deepretrieval.model.hf_weights import DictSource, build_model
-from deepretrieval.model.sampler import SamplingParams, generate, sample_next
+from deepretrieval.model.sampler import EagerDecoder, SamplingParams, generate, sample_next
 from deepretrieval.model.transformer import Transformer
 from model_helpers import QWEN25_05B, full_forward_logprobs, tiny_hf_model
 
@@ -125,6 +127,74 @@ def test_fast_sampling_logprobs_match_full_forward(params):
     assert not torch.equal(other.tokens, out.tokens)
 
 
+def spy_on_narrow(monkeypatch, fast: bool) -> list[int]:
+    """The row counts that the decoder's `narrow` is asked to keep, call by call."""
+    decoder_type = fast_decode.FastDecoder if fast else EagerDecoder
+    kept, narrow = [], decoder_type.narrow
+
+    def spy(self, source, origin):
+        kept.append(len(source))
+        narrow(self, source, origin)
+    monkeypatch.setattr(decoder_type, "narrow", spy)
+    return kept
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "keep"])
+@pytest.mark.parametrize("fast", [False, True], ids=["eager", "fast"])
+def test_stopped_rows_leave_the_batch(monkeypatch, fast, compact):
+    """Rows that stop at different steps: each row's output is its greedy decoding without stop
+    tokens, cut at its first stop token, in the prompts' order, whether stopped rows leave the batch
+    at the checks (the eager path keeps exactly the rows still running, the fast path the bucket that
+    holds them) or run to the end."""
+    model = tiny("qwen2")
+    prompts = [[5 + i, 6, 7 + 2 * i, 8, 30 + i][: 2 + i % 4] for i in range(7)]      # 7 rows -> bucket 8
+    free = generate(model, prompts, SamplingParams(max_new_tokens=16, temperature=0.0), pad_token_id=PAD, fast=fast)
+    rows = free.token_lists()
+
+    def cuts(stops) -> list[int]:          # each row's length with these stop tokens
+        return [next((k + 1 for k, t in enumerate(r) if t in stops), len(r)) for r in rows]
+    # the token whose first appearances are the most spread out (the model repeats a few tokens)
+    stops = (max(sorted({t for r in rows for t in r}), key=lambda t: len(set(cuts({t})))),)
+    cut = cuts(stops)
+    assert len(set(cut)) >= 5 and min(cut) <= 2 and max(cut) > 12, cut     # the rows stop far apart
+    kept = spy_on_narrow(monkeypatch, fast)
+    params = SamplingParams(max_new_tokens=16, temperature=0.0, stop_token_ids=stops, sync_every=2, compact=compact)
+    out = generate(model, prompts, params, pad_token_id=PAD, fast=fast)
+    assert out.token_lists() == [r[:n] for r, n in zip(rows, cut)]
+    assert out.finish_reasons == ["stop" if r[n - 1] in stops else "length" for r, n in zip(rows, cut)]
+    for i, n in enumerate(cut):
+        assert (out.logprobs[i, :n] - free.logprobs[i, :n]).abs().max().item() <= 1e-5
+        assert (out.logprobs[i, n:] == 0).all() and (out.tokens[i, n:] == PAD).all()
+    if not compact:
+        assert kept == []
+        return
+    assert kept and kept == sorted(set(kept), reverse=True), kept      # ever fewer rows
+    if fast:
+        assert all(n == fast_decode.batch_bucket(n) and n < 8 for n in kept), kept
+        # the next call starts from the whole bucket again, and narrows the same way
+        again = generate(model, prompts, params, pad_token_id=PAD, fast=fast)
+        assert again.token_lists() == out.token_lists() and kept[len(kept) // 2:] == kept[:len(kept) // 2]
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["eager", "fast"])
+def test_sampled_rows_leave_the_batch_with_their_logprobs(monkeypatch, fast):
+    """Sampling with stop tokens that end most rows early: each row keeps drawing the noise it
+    draws in the whole batch, so the rollout is the one where stopped rows run on; the rows that
+    move to the front keep their own cache, so every log-prob is what the trainer recomputes from a
+    full forward over the row's own prompt and tokens."""
+    model = tiny("qwen2")
+    prompts = [p for p in PROMPTS for _ in range(4)]                   # 12 rows -> bucket 16
+    params = SamplingParams(max_new_tokens=24, temperature=1.0, stop_token_ids=tuple(range(4, 256, 8)), sync_every=2)
+    kept = spy_on_narrow(monkeypatch, fast)
+    out = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=fast)
+    assert len(kept) >= 2 and len(set(out.lengths.tolist())) >= 4, (kept, out.lengths)
+    recomputed, real = full_forward_logprobs(model, prompts, out, params.temperature, PAD)
+    assert (recomputed - out.logprobs)[real].abs().max().item() <= 1e-4
+    run_on = generate(model, prompts, dataclasses.replace(params, compact=False), pad_token_id=PAD, seed=0, fast=fast)
+    assert torch.equal(run_on.tokens, out.tokens) and torch.equal(run_on.lengths, out.lengths)
+    assert (run_on.logprobs - out.logprobs).abs().max().item() <= 1e-5
+
+
 @pytest.mark.parametrize("family,rows", [("qwen2", 70), ("qwen3", 20), ("qwen2", 20)])
 def test_many_rows_follow_in_place_weight_changes(family, rows):
     """Above 64 rows (and for Qwen3's q/k norms) q/k/v and gate/up run on merged copies of the
@@ -198,7 +268,8 @@ def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, 
     params = SamplingParams(max_new_tokens=5, temperature=temperature)
     prompts = (PROMPTS * 7)[:rows]
     want = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
-    assert fast_decode._DECODERS[model].fused == (family == "qwen2" and (rows <= 16 or layer_kernel != "off"))
+    fused = fast_decode._DECODERS[model].fused(fast_decode.batch_bucket(rows))
+    assert fused == (family == "qwen2" and (rows <= 16 or layer_kernel != "off"))
     from deepretrieval.kernels import (decode_attention, decode_layer, fused_linear, head_sample, qkv_rope_cache,
                                        record_step, rmsnorm, rope_cache, sampling, silu_mul)
     for module in (decode_attention, decode_layer, fused_linear, head_sample, qkv_rope_cache, record_step, rmsnorm,
@@ -266,7 +337,7 @@ def test_gpu_fp32_greedy_fast_equals_eager(model_fp32, batch, layer_kernel, monk
     params = SamplingParams(max_new_tokens=64, temperature=0.0)
     eager = generate(model_fp32, prompts, params, pad_token_id=PAD, fast=False)
     fast = generate(model_fp32, prompts, params, pad_token_id=PAD)          # default on CUDA: fast + graphs
-    assert fast_decode._DECODERS[model_fp32].graph is not None
+    assert fast_decode._DECODERS[model_fp32].graphs
     shared = shared_prefixes(model_fp32, prompts, fast, eager, tie=1e-3)
     assert sum(n < 64 for n in shared) <= max(1, batch // 32), shared      # splits are rare in fp32
     assert prefix_logprob_diffs(fast, eager, shared).max().item() <= 1e-3
@@ -288,7 +359,7 @@ def test_gpu_bf16_fast_vs_eager_and_trainer(model_bf16, batch, layer_kernel, mon
     decoder = fast_decode._DECODERS[model_bf16]
     shorter = [p[:-3] for p in prompts]
     reused = generate(model_bf16, shorter, params, pad_token_id=PAD)
-    assert fast_decode._DECODERS[model_bf16] is decoder and decoder.graph is not None
+    assert fast_decode._DECODERS[model_bf16] is decoder and decoder.graphs
     fast_decode.release(model_bf16)
     fresh = generate(model_bf16, shorter, params, pad_token_id=PAD)
     shared = shared_prefixes(model_bf16, shorter, reused, fresh, tie=0.05)
@@ -313,12 +384,33 @@ def test_gpu_bf16_sampling_rollout(model_bf16, layer_kernel, monkeypatch):
     decoder = fast_decode._DECODERS[model_bf16]
     out = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)
     again = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)
-    assert fast_decode._DECODERS[model_bf16] is decoder and decoder.graph is not None
+    assert fast_decode._DECODERS[model_bf16] is decoder and decoder.graphs
     assert torch.equal(again.tokens, out.tokens) and torch.equal(again.logprobs, out.logprobs)
     assert not torch.equal(generate(model_bf16, prompts, params, pad_token_id=PAD, seed=1).tokens, out.tokens)
     assert len(set(out.tokens[:, :8].flatten().tolist())) > 256     # sampled, not collapsed
     eager = generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0, fast=False)
     assert_as_close_to_trainer(model_bf16, prompts, out, eager, params.temperature)
+
+
+@pytest.mark.gpu
+def test_gpu_stopped_rows_leave_the_batch(model_bf16):
+    """Batch 64, greedy, stop tokens that end the rows at spread-out steps: the steps narrow to
+    smaller buckets, each captured in its own graph (the layer kernel at 64 and 32 rows, the fused
+    GEMVs at 16 and fewer), every row decodes as it does when stopped rows run to the end (the
+    paths differ by row count, so rounding may split near-ties), and a reused decoder replays it
+    exactly."""
+    prompts = ragged_prompts(64, seed=4)
+    free = generate(model_bf16, prompts, SamplingParams(max_new_tokens=64, temperature=0.0), pad_token_id=PAD)
+    stops = tuple(sorted({row[i] for i, row in enumerate(free.token_lists())}))   # row i stops by its token i
+    params = SamplingParams(max_new_tokens=64, temperature=0.0, stop_token_ids=stops)
+    kept = generate(model_bf16, prompts, dataclasses.replace(params, compact=False), pad_token_id=PAD)
+    out = generate(model_bf16, prompts, params, pad_token_id=PAD)
+    decoder = fast_decode._DECODERS[model_bf16]
+    assert len(decoder.graphs) >= 3, (sorted(decoder.graphs), out.lengths.tolist())
+    shared = shared_prefixes(model_bf16, prompts, out, kept, tie=0.05)
+    assert prefix_logprob_diffs(out, kept, shared).max().item() <= 0.05
+    again = generate(model_bf16, prompts, params, pad_token_id=PAD)
+    assert torch.equal(again.tokens, out.tokens) and torch.equal(again.logprobs, out.logprobs)
 
 
 @pytest.mark.gpu

@@ -27,7 +27,7 @@ One decode step (`FastDecoder._body`: one token per row, static shapes):
 Everything that changes between steps is a device tensor that the step advances itself, so on CUDA
 the step is captured once in a CUDA graph and replayed with no host input: the host loop only
 refills the noise from the torch.Generator (outside the graph, so any generator works) and reads
-the "every row has stopped" flag every `sync_every` steps. The first decode step runs eagerly on a
+which rows have stopped every `sync_every` steps. The first decode step runs eagerly on a
 side stream (it compiles the Triton kernels and warms cuBLAS) and is then captured for the rest.
 The same step runs eagerly on any device (the kernels' dispatchers pick the PyTorch references
 off CUDA), which is how the CPU tests check this path.
@@ -43,8 +43,10 @@ Static shapes: the batch is padded to a bucket (1, 2, 4, ..., 128, then multiple
 copies of the first prompt that are marked finished from the start; the cache holds
 round_up(prompt_len + max_new_tokens, SEQ_ROUND) slots, never a model's maximum context. Prefill
 is the model's own forward (scaled_dot_product_attention) writing into that static cache. Rows
-that stopped keep decoding over their own range (static shapes); the recorder masks their tokens,
-as on the eager path.
+that stopped keep decoding over their own range (static shapes) until the next check, the recorder
+masking their tokens as on the eager path; at the check, once the rows still decoding fit a smaller
+bucket, `narrow` moves them (cache rows, counters) to the front of the static tensors and the steps
+after run that bucket only, with a graph of their own captured over those views.
 
 One decoder (buffers, cache, graph) is kept per model and reused by the next call with the same
 bucket, cache length, sampling parameters, pad id and weight storage; anything else builds a new
@@ -53,6 +55,7 @@ kernels overlap through programmatic dependent launch (kernels/pdl_triton.py).
 """
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Callable, NamedTuple
 
@@ -98,6 +101,11 @@ def release(model: Transformer) -> None:
     _DECODERS.pop(model, None)
 
 
+def bucket_sizes(rows: int) -> list[int]:
+    """Every `batch_bucket` value up to `rows`: the batch sizes a decoder of `rows` rows may step."""
+    return sorted({batch_bucket(m) for m in range(1, rows + 1)})
+
+
 class DecoderKey(NamedTuple):
     """What a cached decoder was built for; any change builds a new one."""
     rows: int
@@ -106,7 +114,7 @@ class DecoderKey(NamedTuple):
     pad_token_id: int
     cuda_graphs: bool
     pdl: bool                      # kernels launched with programmatic dependent launch
-    layer_kernel: str | None       # kernels/decode_layer.layer_kernel_mode(rows)
+    layer_kernels: tuple           # kernels/decode_layer.layer_kernel_mode of each bucket size up to rows
     dtype: torch.dtype
     weights: tuple[int, ...]       # data pointers of the model's parameters
 
@@ -116,8 +124,9 @@ def decoder_for(model: Transformer, rows: int, max_len: int, params, pad_token_i
     """The cached decoder for this call's shapes and settings, or a new one (`new_outputs()` gives
     its `deepretrieval.model.sampler.StepOutputs`, which the graph writes into)."""
     max_len = -(-max_len // SEQ_ROUND) * SEQ_ROUND
-    key = DecoderKey(rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device), layer_kernel_mode(rows),
-                     model.dtype, tuple(p.data_ptr() for p in model.parameters()))
+    key = DecoderKey(rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device),
+                     tuple(layer_kernel_mode(n) for n in bucket_sizes(rows)), model.dtype,
+                     tuple(p.data_ptr() for p in model.parameters()))
     decoder = _DECODERS.get(model)
     if decoder is None or decoder.key != key:
         decoder = None
@@ -208,11 +217,31 @@ class MergedProjections:
         return self.weights[2 * layer + 1], self.biases[2 * layer + 1]
 
 
+class DecodeRows(NamedTuple):
+    """The per-row tensors a decode step reads and advances (the graphs read them in place)."""
+    tokens: torch.Tensor             # [B] long: the last sampled token
+    positions: torch.Tensor          # [B] long: its RoPE position
+    kv_start: torch.Tensor           # [B] int32: first valid slot
+    kv_end: torch.Tensor             # [B] int32: one past the slot the step writes
+    k: torch.Tensor                  # [L, B, H_kv, S, D]
+    v: torch.Tensor                  # [L, B, H_kv, S, D]
+    uniform: torch.Tensor | None     # [B, V] fp32: the step's sampling noise (None: greedy)
+    out: object                      # deepretrieval.model.sampler.StepOutputs of these rows
+
+    def head(self, rows: int) -> "DecodeRows":
+        """The first `rows` rows (views: a step over them advances these tensors)."""
+        return DecodeRows(self.tokens[:rows], self.positions[:rows], self.kv_start[:rows], self.kv_end[:rows],
+                          self.k[:, :rows], self.v[:, :rows], None if self.uniform is None else self.uniform[:rows],
+                          self.out.head(rows))
+
+
 class FastDecoder:
     """Static decode state for `rows` sequences and `max_len` cache slots; see the module docstring.
 
     Protocol shared with the sampler's eager decoder: `out` (StepOutputs), `start(logits, cache,
-    generator)` samples the first token from the prefill logits, `step()` decodes one more."""
+    generator)` samples the first token from the prefill logits, `step()` decodes one more,
+    `narrow(source)` keeps only some rows (those still decoding) for the steps after, each batch
+    size with its own graph."""
 
     def __init__(self, model: Transformer, rows: int, max_len: int, params, out, cuda_graphs: bool, key):
         cfg, dev = model.cfg, model.device
@@ -223,25 +252,30 @@ class FastDecoder:
         self.valid, self.next_pos = static.valid, static.next_pos           # [B, S], [B]: the prefill's
         cos, sin = model.rope(torch.arange(max_len, device=dev)[None], torch.float32)
         self.cos, self.sin = cos[0], sin[0]                                 # [S, D] fp32, by position
-        self.tokens = torch.zeros(rows, dtype=torch.long, device=dev)       # the last sampled token
-        self.positions = torch.zeros(rows, dtype=torch.long, device=dev)    # its RoPE position
-        self.kv_start = torch.zeros(rows, dtype=torch.int32, device=dev)    # first valid slot
-        self.kv_end = torch.zeros(rows, dtype=torch.int32, device=dev)      # one past the slot the step writes
+        per_row = functools.partial(torch.zeros, rows, device=dev)
+        self.all_rows = DecodeRows(
+            tokens=per_row(dtype=torch.long), positions=per_row(dtype=torch.long),
+            kv_start=per_row(dtype=torch.int32), kv_end=per_row(dtype=torch.int32), k=self.k, v=self.v, out=out,
+            uniform=None if params.temperature == 0 else per_row(cfg.vocab_size, dtype=torch.float32))
+        self.rows = self.all_rows                          # the rows the steps run now (`narrow`)
+        self.origin: torch.Tensor | None = None            # [R]: the batch row each row is, once narrowed
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)            # the slot the next step writes
-        self.uniform = (None if params.temperature == 0 else
-                        torch.zeros(rows, cfg.vocab_size, dtype=torch.float32, device=dev))   # [B, V]
+        self.written = 0                                   # the host's count of slots written (the cache's length)
         # a few rows: kernels.decode_layer's per-op fused kernels (6-7 launches a layer); up to 64
         # rows its layer kernel; more: cuBLAS matmuls with the small kernels between them (see
         # kernels.decode_layer.layer_kernel_mode); Qwen3's q/k norms are in neither fused path
-        self.fused = (rows <= FUSED_MAX_ROWS or key.layer_kernel is not None) and not cfg.qk_norm
-        self.layer_weights = [LayerWeights.of(layer) for layer in model.layers] if self.fused else None
+        self.layer_weights = None if cfg.qk_norm else [LayerWeights.of(layer) for layer in model.layers]
         self.sync = torch.zeros(LAYER_SYNC_WORDS, dtype=torch.int32, device=dev)   # the persistent kernel's queues
-        self.merged = None if self.fused else MergedProjections(model)
+        self.merged = None if self.fused(rows) else MergedProjections(model)    # fewer rows never need more
         self.use_graph = cuda_graphs and dev.type == "cuda"
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # one decode step per batch size
         self.prefill_graph: PrefillGraph | None = None
         self.prefill_shape: tuple | None = None           # the last prompt shape run eagerly
         self.generator: torch.Generator | None = None
+
+    def fused(self, rows: int) -> bool:
+        """Whether a step of `rows` rows runs kernels.decode_layer (else cuBLAS over merged weights)."""
+        return self.layer_weights is not None and (rows <= FUSED_MAX_ROWS or layer_kernel_mode(rows) is not None)
 
     def new_cache(self) -> KVCache:
         """An empty KVCache over the static k/v, validity and positions."""
@@ -275,53 +309,77 @@ class FastDecoder:
 
     def start(self, logits: torch.Tensor, cache: KVCache, generator: torch.Generator | None) -> None:
         """Take the state after the prefill into `cache` and sample the first token from `logits` [B, V]."""
-        self.generator = generator
+        self.generator, self.rows, self.origin = generator, self.all_rows, None
         if self.merged is not None:
             self.merged.refresh()
         kv_start, kv_end = kv_range_from_mask(cache.valid)     # left padding: one run of real slots per row
-        self.kv_start.copy_(kv_start)
-        self.kv_end.copy_(kv_end + 1)                          # the first step's slot is visible to it
-        self.positions.copy_(cache.next_pos)
+        rows = self.rows
+        rows.kv_start.copy_(kv_start)
+        rows.kv_end.copy_(kv_end + 1)                          # the first step's slot is visible to it
+        rows.positions.copy_(cache.next_pos)
         self.slot.fill_(cache.length)
+        self.written = cache.length
         self._refill_noise()
-        self._sample(logits)
+        p = self.params
+        self._record(rows, *sample(logits, rows.uniform, p.temperature, p.top_k, p.top_p))
 
     def step(self) -> None:
         self._refill_noise()
-        if self.graph is not None:
-            self.graph.replay()
+        n = len(self.rows.tokens)
+        if n in self.graphs:
+            self.graphs[n].replay()
         elif self.use_graph:
             self._capture()
         else:
-            self._body()
+            self._body(self.rows)
+        self.written += 1
+
+    @staticmethod
+    def rows_for(running: int) -> int:
+        """How many rows the steps run once `running` rows are left: their batch bucket."""
+        return batch_bucket(running)
+
+    def narrow(self, source: torch.Tensor, origin: torch.Tensor) -> None:
+        """Run only rows source [R] from now on (R a batch bucket), row i being the current row
+        source[i] and row origin[i] of the batch: their cached keys/values and counters move to the
+        front of the static tensors."""
+        R, rows = len(source), self.rows
+        KVCache(rows.k, rows.v, self.valid[:len(rows.tokens)], self.next_pos[:len(rows.tokens)],
+                self.written).copy_rows(source)
+        for t in (rows.tokens, rows.positions, rows.kv_start, rows.kv_end):
+            t[:R] = t[source]
+        self.rows, self.origin = self.all_rows.head(R), origin
 
     # ------------------------------------------------------------------ internals
     def _refill_noise(self) -> None:
-        if self.uniform is not None:
-            self.uniform.uniform_(generator=self.generator)
+        """The step's noise, drawn for the whole batch [rows, V] even once narrowed, each row then
+        taking its batch row's: the same tokens as when stopped rows run on."""
+        uniform = self.all_rows.uniform
+        if uniform is not None:
+            uniform.uniform_(generator=self.generator)
+            if self.origin is not None:
+                uniform[:len(self.origin)] = uniform[self.origin]
 
-    def _sample(self, logits: torch.Tensor) -> None:
-        """Sample the first token from the prefill's logits [B, V] and record it."""
-        p = self.params
-        self._record(*sample(logits, self.uniform, p.temperature, p.top_k, p.top_p))
+    @staticmethod
+    def _record(rows: DecodeRows, ids: torch.Tensor, logprobs: torch.Tensor, bump: tuple[torch.Tensor, ...] = ()):
+        """Record the samples ids [B] and logprobs [B] of `rows`, make them the next input, bump
+        `bump` (one launch)."""
+        rows.out.record(ids, logprobs, last_tokens=rows.tokens, bump=bump)
 
-    def _record(self, ids: torch.Tensor, logprobs: torch.Tensor, bump: tuple[torch.Tensor, ...] = ()) -> None:
-        """Record the samples ids [B] and logprobs [B], make them the next input, bump `bump` (one launch)."""
-        self.out.record(ids, logprobs, last_tokens=self.tokens, bump=bump)
-
-    def _body(self) -> None:
+    def _body(self, rows: DecodeRows) -> None:
         model = self._model()
         if model is None:
             raise RuntimeError("FastDecoder: its model was garbage-collected")
-        x = model.embed(self.tokens)                                         # [B, C]
-        x = self._layers_fused(model, x) if self.fused else self._layers(model, x)   # [B, C], before the final norm
+        x = model.embed(rows.tokens)                                         # [B, C]
+        layers = self._layers_fused if self.fused(len(rows.tokens)) else self._layers
+        x = layers(model, x, rows)                                           # [B, C], before the final norm
         p = self.params
-        ids, logprobs = head_sample(x, model.norm.weight, model.norm.eps, model.head_weight, self.uniform,
+        ids, logprobs = head_sample(x, model.norm.weight, model.norm.eps, model.head_weight, rows.uniform,
                                     p.temperature, p.top_k, p.top_p)         # [B], [B]
         # the next step writes the next slot at the next position, and sees one more key
-        self._record(ids, logprobs, bump=(self.slot, self.positions, self.kv_end))
+        self._record(rows, ids, logprobs, bump=(self.slot, rows.positions, rows.kv_end))
 
-    def _layers(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
+    def _layers(self, model: Transformer, x: torch.Tensor, rows: DecodeRows) -> torch.Tensor:
         residual = None
         for i, layer in enumerate(model.layers):
             h, residual = _norm(x, layer.attn_norm, residual)
@@ -332,21 +390,23 @@ class FastDecoder:
             if attn.q_norm is not None:                                      # Qwen3
                 q = rmsnorm(q, attn.q_norm.weight, attn.q_norm.eps)
                 k = rmsnorm(k, attn.k_norm.weight, attn.k_norm.eps)
-            q = rope_cache(q, k, v, self.cos, self.sin, self.positions, self.k[i], self.v[i], self.slot)
-            x = attn.wo(self._attend(q, i))                                  # [B, C]
+            q = rope_cache(q, k, v, self.cos, self.sin, rows.positions, rows.k[i], rows.v[i], self.slot)
+            # attention of q [B, H, D] (this step's k/v already in the cache) over each row's range
+            attended = decode_attention(q, rows.k[i], rows.v[i], rows.kv_start, rows.kv_end).flatten(1)  # [B, H * D]
+            x = attn.wo(attended)                                            # [B, C]
             h, residual = _norm(x, layer.mlp_norm, residual)
             gate, up = F.linear(h, *self.merged.gate_up(i)).chunk(2, dim=1)  # [B, F] x2 (views)
             x = layer.mlp.down(silu_mul(gate, up))                           # [B, C]
         return x + residual
 
-    def _layers_fused(self, model: Transformer, x: torch.Tensor) -> torch.Tensor:
+    def _layers_fused(self, model: Transformer, x: torch.Tensor, rows: DecodeRows) -> torch.Tensor:
         """The same layers through kernels.decode_layer: at a few rows 6 (one row) or 7 launches
         each, RMSNorm folded into the projection after it, bias, SiLU-gate and the residual add into
         the projection before them, RoPE and the cache write into the qkv projection at one row;
         more rows (up to 64 by default) its layer kernel, each layer's last stage writing the next
         layer's input norm."""
-        return decode_layers(x, self.layer_weights, model.layers[0].attn_norm.eps, self.cos, self.sin, self.positions,
-                             self.k, self.v, self.slot, self.kv_start, self.kv_end, sync=self.sync)
+        return decode_layers(x, self.layer_weights, model.layers[0].attn_norm.eps, self.cos, self.sin, rows.positions,
+                             rows.k, rows.v, self.slot, rows.kv_start, rows.kv_end, sync=self.sync)
 
     @staticmethod
     def _heads(attn: Attention, q, k, v):
@@ -355,11 +415,8 @@ class FastDecoder:
         return (q.view(B, attn.num_heads, attn.head_dim), k.view(B, attn.num_kv_heads, attn.head_dim),
                 v.view(B, attn.num_kv_heads, attn.head_dim))
 
-    def _attend(self, q: torch.Tensor, layer: int) -> torch.Tensor:
-        """Attention of q [B, H, D] (rotated; this step's k/v already in the cache) over each row's
-        range: [B, H * D]."""
-        return decode_attention(q, self.k[layer], self.v[layer], self.kv_start, self.kv_end).flatten(1)
-
     def _capture(self) -> None:
-        """Run this step eagerly, then record it for every later step to replay."""
-        _, self.graph, _ = _run_then_capture(self.k.device, self._body, "the decode step")
+        """Run this step eagerly, then record it for every later step of this batch size to replay."""
+        rows = self.rows
+        _, self.graphs[len(rows.tokens)], _ = _run_then_capture(self.k.device, lambda: self._body(rows),
+                                                                "the decode step")

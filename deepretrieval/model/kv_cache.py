@@ -50,14 +50,15 @@ class KVCache:
                        self.length)
 
     def copy_rows(self, source: torch.Tensor) -> None:
-        """Row i becomes a copy of row source[i] [B] (its written slots, validity and position),
-        in place: a prompt prefilled once serves every row that repeats it."""
-        n = self.length
-        for layer in range(self.k.shape[0]):       # one layer's gather at a time: [B, H_kv, n, D]
-            self.k[layer, :, :, :n] = self.k[layer, source, :, :n]
-            self.v[layer, :, :, :n] = self.v[layer, source, :, :n]
-        self.valid[:, :n] = self.valid[source, :n]
-        self.next_pos.copy_(self.next_pos[source])
+        """Row i becomes a copy of row source[i] for i < len(source) (its written slots, validity and
+        position), in place: a prompt prefilled once serves every row that repeats it, and rows still
+        decoding move to the front when finished ones leave the batch."""
+        n, m = self.length, len(source)
+        for layer in range(self.k.shape[0]):       # one layer's gather at a time: [m, H_kv, n, D]
+            self.k[layer, :m, :, :n] = self.k[layer, source, :, :n]
+            self.v[layer, :m, :, :n] = self.v[layer, source, :, :n]
+        self.valid[:m, :n] = self.valid[source, :n]
+        self.next_pos[:m] = self.next_pos[source]
 
     def positions(self, mask: torch.Tensor) -> torch.Tensor:
         """RoPE positions [B, T] of T new tokens whose validity is `mask` [B, T] (bool)."""

@@ -8,8 +8,13 @@
 Prompts of different lengths are left-padded into one [B, P] batch; the cache is sized to
 P + max_new_tokens. A prompt that appears several times (a GRPO group repeats its prompt once per
 completion) is prefilled once and its keys/values copied to the rows that repeat it. Each step
-feeds one token per row; rows that have stopped keep running (static shapes) but their tokens are
-masked out and reported as padding.
+feeds one token per row. A row that has stopped leaves the batch at the next check of the stop
+flags (every `sync_every` steps): the rows still running move to the front and the steps after run
+only those (on the fast path, the smallest batch bucket that holds them), so a rollout's long tail
+costs what its few long rows cost, not what the whole batch did. Each row still draws the sampling
+noise it would draw in the whole batch, so the tokens are those of a run where stopped rows run on
+(`compact=False`), up to the rounding of a smaller batch's kernels. Between checks, stopped rows
+keep running (static shapes) with their tokens masked out and reported as padding.
 
 Log-probabilities (what the RL trainer must reproduce): for every chosen token,
 `log_softmax(logits / temperature)[token]` in float32 over the *full* vocabulary, i.e. the
@@ -58,7 +63,8 @@ class SamplingParams:
     top_k: int = 0                    # 0 = off
     top_p: float = 1.0                # 1 = off
     stop_token_ids: tuple[int, ...] = ()
-    sync_every: int = 8               # steps between host checks of "all rows stopped"
+    sync_every: int = 8               # steps between host checks of which rows have stopped
+    compact: bool = True              # at each check, stopped rows leave the batch (False: they run to the end)
 
     def __post_init__(self):
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
@@ -147,6 +153,17 @@ class StepOutputs:
                    stops=torch.tensor(sorted(params.stop_token_ids), dtype=torch.long, device=device),
                    pad_token_id=pad_token_id)
 
+    def head(self, rows: int) -> "StepOutputs":
+        """Outputs of the first `rows` rows (views: what is recorded there lands here)."""
+        return StepOutputs(self.tokens[:rows], self.logprobs[:rows], self.lengths[:rows], self.done[:rows],
+                           self.step, self.stops, self.pad_token_id)
+
+    def permute_rows(self, source: torch.Tensor) -> None:
+        """Row i becomes row source[i] for i < len(source), source being a permutation of those rows."""
+        m = len(source)
+        for t in (self.tokens, self.logprobs, self.lengths, self.done):
+            t[:m] = t[source]
+
     def reset(self, active_rows: int) -> None:
         """Empty outputs; rows from `active_rows` on are batch padding, finished from the start."""
         self.tokens.fill_(self.pad_token_id)
@@ -173,10 +190,12 @@ class StepOutputs:
 
 class EagerDecoder:
     """The reference decode step: the model's forward over the KVCache, then `sample_fn`
-    (same protocol as fast_decode.FastDecoder: `out`, `start`, `step`)."""
+    (same protocol as fast_decode.FastDecoder: `out`, `start`, `step`, `rows_for`, `narrow`)."""
 
     def __init__(self, model: Transformer, params: SamplingParams, sample_fn: Callable, out: StepOutputs):
         self.model, self.params, self.sample_fn, self.out = model, params, sample_fn, out
+        self.batch = len(out.done)          # rows of the whole batch
+        self.origin: torch.Tensor | None = None     # [R]: the batch row each row is, once narrowed
 
     def start(self, logits: torch.Tensor, cache: KVCache, generator: torch.Generator | None) -> None:
         self.cache, self.generator = cache, generator
@@ -186,9 +205,32 @@ class EagerDecoder:
         alive = ~self.out.done
         self._sample(self.model(self.tokens[:, None], alive[:, None], kv_cache=self.cache)[:, -1])   # [B, V]
 
+    @staticmethod
+    def rows_for(running: int) -> int:
+        """How many rows the steps run once `running` rows are left: exactly those."""
+        return running
+
+    def narrow(self, source: torch.Tensor, origin: torch.Tensor) -> None:
+        """Run only rows source [R] from now on, row i being the current row source[i] and row
+        origin[i] of the batch."""
+        self.cache.copy_rows(source)
+        self.cache = self.cache.head(len(source))
+        self.tokens = self.tokens[source]
+        self.out = self.out.head(len(source))
+        self.origin = origin
+
     def _sample(self, logits: torch.Tensor) -> None:
-        self.tokens, logprobs = self.sample_fn(logits, self.params, self.generator)   # [B], [B]
-        self.out.record(self.tokens, logprobs)
+        if self.origin is not None:
+            # sample as for the whole batch, so that each row draws the noise it would draw there:
+            # the same tokens as when stopped rows run on (the rows' logits are all it depends on)
+            whole = logits.new_zeros(self.batch, logits.shape[-1])                    # [B, V]
+            whole[self.origin] = logits
+            logits = whole
+        tokens, logprobs = self.sample_fn(logits, self.params, self.generator)        # [B], [B]
+        if self.origin is not None:
+            tokens, logprobs = tokens[self.origin], logprobs[self.origin]            # [R], [R]
+        self.tokens = tokens
+        self.out.record(tokens, logprobs)
 
 
 @torch.no_grad()
@@ -244,8 +286,26 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], params: Sampl
     steps = 1
     on_step = on_step or (lambda: None)
     on_step()
-    while steps < N and not (steps % params.sync_every == 0 and bool(out.done.all())):
+    order = list(range(len(out.done)))      # order[j]: the row of the batch that row j of out holds now
+    running = len(order)                    # the decoder steps out's first `running` rows
+    while steps < N:
+        if steps % params.sync_every == 0:
+            done = out.done[:running].tolist()                              # the one host sync
+            if all(done):
+                break
+            keep = decoder.rows_for(len(done) - sum(done))
+            if params.compact and keep < running:
+                # rows still decoding first, then stopped ones to fill the bucket; outputs follow
+                front = [j for j, d in enumerate(done) if not d] + [j for j, d in enumerate(done) if d]
+                source = torch.tensor(front, device=device)
+                out.permute_rows(source)
+                order[:running] = [order[j] for j in front]
+                decoder.narrow(source[:keep], torch.tensor(order[:keep], device=device))
+                running = keep
         decoder.step()
         steps += 1
         on_step()
+    if order != sorted(order):
+        inverse = sorted(range(len(order)), key=order.__getitem__)          # the row now holding row i
+        out.permute_rows(torch.tensor(inverse, device=device))
     return out.result(B, steps)
