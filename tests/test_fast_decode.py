@@ -5,7 +5,7 @@
 
 On CPU the fast path's step runs with the kernels' PyTorch references and no graph: same tokens
 and log-probs as the eager path, batch padding, stop tokens, stopped rows leaving the batch (both
-paths), decoder reuse. On CUDA, at Qwen2.5-0.5B shapes with random weights, batch 3 (padded to 4)
+paths; the fast path's graph per bucket with a stand-in for capture), decoder reuse. On CUDA, at Qwen2.5-0.5B shapes with random weights, batch 3 (padded to 4)
 and 64, ragged prompts, 64 steps: fp32 greedy tokens equal the eager path's; bf16 log-probs are as
 close to the trainer's recomputation as the eager path's own are; a graph replays exactly what the
 eager kernels do, and each smaller bucket that stopped rows leave behind gets a graph of its own.
@@ -193,6 +193,51 @@ def test_sampled_rows_leave_the_batch_with_their_logprobs(monkeypatch, fast):
     run_on = generate(model, prompts, dataclasses.replace(params, compact=False), pad_token_id=PAD, seed=0, fast=fast)
     assert torch.equal(run_on.tokens, out.tokens) and torch.equal(run_on.lengths, out.lengths)
     assert (run_on.logprobs - out.logprobs).abs().max().item() <= 1e-5
+
+
+class ReplayedStep:
+    """A stand-in for a captured CUDA graph: replaying it runs again the step it was given, over the
+    tensors that step was bound to (as a graph replays its kernels over fixed addresses)."""
+
+    def __init__(self, run):
+        self.run, self.replays = run, 0
+
+    def replay(self):
+        self.replays += 1
+        self.run()
+
+
+def test_each_bucket_replays_its_own_step(monkeypatch):
+    """The graph bookkeeping of narrowing, on CPU: with capture replaced by `ReplayedStep`, each
+    batch size the steps narrow to is captured once, over views of its own rows, and replayed for
+    the steps after; a second call replays every bucket without capturing; both equal the rollout
+    without graphs."""
+    model = tiny("qwen2")
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(1, 256, (3 + i % 5,), generator=g).tolist() for i in range(20)]   # -> bucket 32
+    params = SamplingParams(max_new_tokens=24, temperature=1.0, stop_token_ids=tuple(range(4, 256, 6)), sync_every=2)
+    want = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
+    fast_decode.release(model)
+    captured = []
+
+    def capture(device, run, what):
+        captured.append(ReplayedStep(run))
+        return run(), captured[-1], None
+    monkeypatch.setattr(fast_decode, "_run_then_capture", capture)
+    init = fast_decode.FastDecoder.__init__
+
+    def with_graphs(self, *args):
+        init(self, *args)
+        self.use_graph = True                   # as on CUDA (prefills of over 16 prompts run eagerly there)
+    monkeypatch.setattr(fast_decode.FastDecoder, "__init__", with_graphs)
+    kept = spy_on_narrow(monkeypatch, fast=True)
+    for call in range(2):
+        out = generate(model, prompts, params, pad_token_id=PAD, seed=0, fast=True)
+        assert torch.equal(out.tokens, want.tokens) and torch.equal(out.logprobs, want.logprobs)
+        decoder = fast_decode._DECODERS[model]
+        assert sorted(decoder.graphs, reverse=True) == [32] + kept[:len(kept) // (call + 1)], (decoder.graphs, kept)
+        assert len(captured) == len(decoder.graphs) >= 3          # the second call captured nothing
+    assert all(graph.replays > 0 for graph in captured)
 
 
 @pytest.mark.parametrize("family,rows", [("qwen2", 70), ("qwen3", 20), ("qwen2", 20)])
