@@ -5,10 +5,11 @@
 
 On CPU the fast path's step runs with the kernels' PyTorch references and no graph: same tokens
 and log-probs as the eager path, batch padding, stop tokens, stopped rows leaving the batch (both
-paths; the fast path's graph per bucket with a stand-in for capture), decoder reuse. On CUDA, at Qwen2.5-0.5B shapes with random weights, batch 3 (padded to 4)
-and 64, ragged prompts, 64 steps: fp32 greedy tokens equal the eager path's; bf16 log-probs are as
-close to the trainer's recomputation as the eager path's own are; a graph replays exactly what the
-eager kernels do, and each smaller bucket that stopped rows leave behind gets a graph of its own.
+paths; the fast path's graph per bucket with a stand-in for capture), decoder reuse. On CUDA, at
+Qwen2.5-0.5B shapes with random weights, batch 3 (padded to 4) and 64, ragged prompts, 64 steps:
+fp32 greedy tokens equal the eager path's; bf16 log-probs are as close to the trainer's
+recomputation as the eager path's own are; a graph replays exactly what the eager kernels do, and
+each smaller bucket that stopped rows leave behind gets a graph of its own.
 
 Greedy decoding from random weights meets near-ties (an untrained model's logits are almost flat),
 which rounding may break either way: `shared_prefixes` accepts a split only where the model's own
@@ -127,6 +128,27 @@ def test_fast_sampling_logprobs_match_full_forward(params):
     assert not torch.equal(other.tokens, out.tokens)
 
 
+def spread_stops(rows: list[list[int]], count: int) -> tuple[tuple[int, ...], list[int]]:
+    """Up to `count` stop tokens taken from the rows' own tokens, one at a time, each the one that
+    gives the rows' ends the most distinct lengths: (the stop tokens, each row's length with them)."""
+    first = [{} for _ in rows]                              # row -> token -> its first position
+    for seen, row in zip(first, rows):
+        for k, t in enumerate(row):
+            seen.setdefault(t, k)
+    ends = [len(r) for r in rows]
+
+    def with_token(t) -> list[int]:
+        return [min(end, seen[t] + 1) if t in seen else end for end, seen in zip(ends, first)]
+    stops = []
+    for _ in range(count):
+        best = max(sorted({t for r in rows for t in r}), key=lambda t: len(set(with_token(t))))
+        if len(set(with_token(best))) <= len(set(ends)):
+            break
+        stops.append(best)
+        ends = with_token(best)
+    return tuple(sorted(stops)), ends
+
+
 def spy_on_narrow(monkeypatch, fast: bool) -> list[int]:
     """The row counts that the decoder's `narrow` is asked to keep, call by call."""
     decoder_type = fast_decode.FastDecoder if fast else EagerDecoder
@@ -150,12 +172,7 @@ def test_stopped_rows_leave_the_batch(monkeypatch, fast, compact):
     prompts = [[5 + i, 6, 7 + 2 * i, 8, 30 + i][: 2 + i % 4] for i in range(7)]      # 7 rows -> bucket 8
     free = generate(model, prompts, SamplingParams(max_new_tokens=16, temperature=0.0), pad_token_id=PAD, fast=fast)
     rows = free.token_lists()
-
-    def cuts(stops) -> list[int]:          # each row's length with these stop tokens
-        return [next((k + 1 for k, t in enumerate(r) if t in stops), len(r)) for r in rows]
-    # the token whose first appearances are the most spread out (the model repeats a few tokens)
-    stops = (max(sorted({t for r in rows for t in r}), key=lambda t: len(set(cuts({t})))),)
-    cut = cuts(stops)
+    stops, cut = spread_stops(rows, count=1)      # the model repeats a few tokens: one is enough
     assert len(set(cut)) >= 5 and min(cut) <= 2 and max(cut) > 12, cut     # the rows stop far apart
     kept = spy_on_narrow(monkeypatch, fast)
     params = SamplingParams(max_new_tokens=16, temperature=0.0, stop_token_ids=stops, sync_every=2, compact=compact)
@@ -446,7 +463,8 @@ def test_gpu_stopped_rows_leave_the_batch(model_bf16):
     exactly."""
     prompts = ragged_prompts(64, seed=4)
     free = generate(model_bf16, prompts, SamplingParams(max_new_tokens=64, temperature=0.0), pad_token_id=PAD)
-    stops = tuple(sorted({row[i] for i, row in enumerate(free.token_lists())}))   # row i stops by its token i
+    stops, ends = spread_stops(free.token_lists(), count=16)
+    assert len(set(ends)) >= 8 and min(ends) <= 16 and max(ends) > 48, sorted(ends)   # the rows end far apart
     params = SamplingParams(max_new_tokens=64, temperature=0.0, stop_token_ids=stops)
     kept = generate(model_bf16, prompts, dataclasses.replace(params, compact=False), pad_token_id=PAD)
     out = generate(model_bf16, prompts, params, pad_token_id=PAD)
