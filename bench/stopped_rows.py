@@ -32,7 +32,7 @@ from bench.generate import smollm2_pair
 from bench.results_log import append_result
 from deepretrieval.commands.demo import demo_config_path
 from deepretrieval.evaluation import encode_prompts
-from deepretrieval.model.sampler import SamplingParams, generate
+from deepretrieval.model.sampler import SamplingParams, generate, left_pad
 from deepretrieval.run_config import load_config
 from deepretrieval.tasks.registry import build_task
 
@@ -52,16 +52,13 @@ def useful_tokens(rows: list[list[int]], stops: set[int]) -> list[list[int]]:
 
 
 def run_hf(hf, prompts, params: SamplingParams, seed: int) -> list[list[int]]:
-    P = max(map(len, prompts))
-    ids = torch.zeros(len(prompts), P, dtype=torch.long)
-    mask = torch.zeros(len(prompts), P, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, P - len(p):], mask[i, P - len(p):] = torch.tensor(p), 1
+    ids, mask = left_pad(prompts, 0, hf.device)                                  # [B, P] each
+    P = ids.shape[1]
     torch.manual_seed(seed)
     sampling = (dict(do_sample=True, temperature=params.temperature, top_k=0, top_p=1.0) if params.temperature
                 else dict(do_sample=False))
     with torch.no_grad():
-        out = hf.generate(input_ids=ids.to(hf.device), attention_mask=mask.to(hf.device), pad_token_id=0,
+        out = hf.generate(input_ids=ids, attention_mask=mask, pad_token_id=0,
                           max_new_tokens=params.max_new_tokens, eos_token_id=list(params.stop_token_ids), **sampling)
     return useful_tokens(out[:, P:].tolist(), set(params.stop_token_ids))
 
