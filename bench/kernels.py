@@ -266,7 +266,8 @@ def _decode_layer_case(model: str, B: int) -> Case:
     """A whole decode layer at rollout shapes (context 512 of a 768-slot cache), over copies of the
     layer's weights that together exceed L2, as in a step. Baselines: the persistent launch; the
     layer inside a stack (its input norm given, the next layer's written by its last stage, as
-    kernels.decode_layer.decode_layers runs it); with --sweep other block configs."""
+    kernels.decode_layer.decode_layers runs it); the persistent launch, also with the L2 prefetch
+    and with two programs a SM; with --sweep other block configs."""
     import itertools
 
     from deepretrieval.kernels.decode_layer import LAYER_SYNC_WORDS, LayerWeights, decode_layer_reference
@@ -295,10 +296,14 @@ def _decode_layer_case(model: str, B: int) -> Case:
 
     def run(fn, **kw):
         return lambda: fn(x, next(layer), 1e-6, cos, sin, pos, k, v, slot, start, end, **kw)
-    baselines = {"persistent": run(decode_layer_triton, sync=sync, persistent=True),
-                 "in a stack": run(decode_layer_triton, sync=sync, normed=t(B, C), next_norm=1 + t(C))}
+    default = layer_config_from_env()                 # DEEPRETRIEVAL_LAYER_CONFIG, if set
+    persistent = {"": {}, ", prefetch": dict(prefetch=(2, 3, 4, 6, 7)),        # the queue's variants
+                  ", 2 a SM": dict(programs_per_sm=2, num_stages=2)}
+    baselines = {f"persistent{name}": run(decode_layer_triton, sync=sync, persistent=True,
+                                          config=dataclasses.replace(default, **change))
+                 for name, change in persistent.items()}
+    baselines["in a stack"] = run(decode_layer_triton, sync=sync, normed=t(B, C), next_norm=1 + t(C))
     if SWEEP:                                           # one knob at a time away from the default
-        default = layer_config_from_env()             # DEEPRETRIEVAL_LAYER_CONFIG, if set
         for change in (dict(qkv=(16, 128)), dict(qkv=(32, 256)), dict(qkv=(64, 128)), dict(o=(32, 128)),
                        dict(o=(16, 256)), dict(gate_up=(64, 128)), dict(gate_up=(16, 128)),
                        dict(gate_up=(32, 256)), dict(down=(32, 128)), dict(down=(16, 256)), dict(down=(64, 256)),

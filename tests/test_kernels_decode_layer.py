@@ -131,10 +131,10 @@ def test_persistent_queue_equals_staged_fp32(B, bias, splits, block_rows, chaine
     normed = rmsnorm_reference(layers[0][0], layers[0][1].attn_norm, 1e-6) if chained else None
     next_norm = layers[1][1].mlp_norm if chained else None
     runs = []
-    for persistent in (False, True, True):
+    for persistent, programs_per_sm in ((False, 1), (True, 1), (True, 3)):    # 3: programs that find no tile
         caches = [c.clone() for c in layers[0][6]]
-        out = call(decode_layer_triton, layers[0], caches, persistent=persistent, config=config, sync=sync,
-                   normed=normed, next_norm=next_norm)
+        out = call(decode_layer_triton, layers[0], caches, persistent=persistent, sync=sync,
+                   config=replace(config, programs_per_sm=programs_per_sm), normed=normed, next_norm=next_norm)
         runs.append((out if chained else (out,), caches))
         assert not sync.any()
     for outs, caches in runs[1:]:
@@ -211,6 +211,9 @@ def test_layer_config_from_the_environment(monkeypatch):
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", "prefetch=5")
     with pytest.raises(ValueError, match=r"prefetch=\(5,\): stages \(2, 3, 4, 6, 7\) can prefetch"):
         layer_config_from_env()
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", "programs_per_sm=0")
+    with pytest.raises(ValueError, match="programs_per_sm=0 must be at least 1"):
+        layer_config_from_env()
 
 
 def test_kernels_compile_for_an_h100():
@@ -264,11 +267,15 @@ def test_layer_kernel_mode(monkeypatch):
 def test_gpu_persistent_equals_stages_and_per_op_kernels(C, F, H, D, B, dtype, monkeypatch):
     """bf16 bounds: a few roundings (seen: max 0.031, mean 0.0025 at 0.5B, 32 rows); fp32: the
     tiles shrunk to fit shared memory, IEEE dots, agreement to fp32 accumulation order. The L2
-    prefetch before the PDL wait is a hint: staged launches give the same bits with and without it."""
+    prefetch before the PDL wait is a hint: staged launches give the same bits with and without it.
+    Two persistent programs a SM (two pipeline stages, so that both fit) give the staged bits too."""
     args = inputs(B, C, F, H, 2, D, 320, dtype, "cuda")
     max_err, mean_err, cache_tol = (0.1, 5e-3, 0.05) if dtype == torch.bfloat16 else (1e-3, 1e-5, 1e-4)
     runs = {}
     for name, fn, kw in (("persistent", decode_layer_triton, dict(persistent=True)),
+                         ("persistent, 2 a SM", decode_layer_triton,
+                          dict(persistent=True, config=LayerConfig(programs_per_sm=2, num_stages=2))),
+                         ("staged, 2 stages", decode_layer_triton, dict(config=LayerConfig(num_stages=2))),
                          ("staged", decode_layer_triton, dict(config=LayerConfig(prefetch=()))),
                          ("prefetch", decode_layer_triton, dict(config=LayerConfig(prefetch=(2, 3, 4, 6, 7)))),
                          ("per_op", lambda *a: compose(KERNEL_OPS, *a), {}),
@@ -281,6 +288,7 @@ def test_gpu_persistent_equals_stages_and_per_op_kernels(C, F, H, D, B, dtype, m
         assert torch.equal(call(decode_layer_triton, args, caches, persistent=True, sync=sync), runs["persistent"][0])
         assert not sync.any()
     out, caches = runs["persistent"]
+    assert torch.equal(runs["persistent, 2 a SM"][0], runs["staged, 2 stages"][0])
     for same in ("staged", "prefetch"):
         assert torch.equal(out, runs[same][0]), same
         assert all(torch.equal(a, b) for a, b in zip(caches, runs[same][1])), same

@@ -27,19 +27,20 @@ their own because a projection whose loop also normalises its input was not pipe
 (qkv 11.3 us against o's 3.1 at Qwen2.5-0.5B shapes, 64 rows, an H100). A fused_linear tile takes
 BLOCK_B rows (up to `LayerConfig.block_rows`) and BLOCK_N columns; more rows take more row blocks.
 
-Staged (the default): one launch per stage, each with as many programs as the stage has tiles,
-under PDL (kernels/pdl_triton.py). Persistent (`persistent=True`): one launch of one program per
-SM. Each stage has a queue: a program takes the next tile with an atomic counter (`_claim`), moves
-to the next stage's queue when it is empty, and before running a tile waits only until what the
-tile reads is counted done (`_wait_until`): all of the previous stage, except that a down tile
-waits only for the gate/up tiles of its K split. So a program with nothing left in a stage starts
-the next one's tile (and its L2 prefetch, with `prefetch`) while the stage finishes. Tiles are
-taken in stage order, so every tile waited for was taken by a running program: nothing needs all
-programs resident, as the grid barrier this replaced did (measured on an H100 with the barrier:
-46.4 us a 0.5B layer against 41.6 staged; the queue is not measured yet). The last program out
-zeroes the counters (`sync`, LAYER_SYNC_WORDS int32) for the next launch. The interpreter runs
-programs one after another, so the first takes every tile; the tile functions are shared, so both
-modes run the same code.
+Staged (the default): one launch per stage, each with as many programs as the stage has tiles, under
+PDL (kernels/pdl_triton.py). Persistent (`persistent=True`): one launch of
+`LayerConfig.programs_per_sm` programs per SM (1; two fit beside each other with num_stages=2). Each
+stage has a queue: a program takes the next tile with an atomic counter (`_claim`), moves to the
+next stage's queue when it is empty, and before running a tile waits only until what the tile reads
+is counted done (`_wait_until`): all of the previous stage, except that a down tile waits only for
+the gate/up tiles of its K split. So a program with nothing left in a stage starts the next one's
+tile (and its L2 prefetch, with `prefetch`) while the stage finishes. Tiles are taken in stage
+order, so every tile waited for was taken by a running program: nothing needs all programs resident,
+as the grid barrier this replaced did (measured on an H100 with the barrier: 46.4 us a 0.5B layer
+against 41.6 staged; the queue is not measured yet). The last program out zeroes the counters
+(`sync`, LAYER_SYNC_WORDS int32) for the next launch. The interpreter runs programs one after
+another, so the first takes every tile; the tile functions are shared, so both modes run the same
+code.
 
 The tiles, split-K, key block, warps and pipeline depth are a `LayerConfig`;
 DEEPRETRIEVAL_LAYER_CONFIG="KEY=VALUE ..." changes them without editing code (`layer_config_from_env`).
@@ -70,7 +71,7 @@ import triton.language as tl
 from deepretrieval.kernels import parallel_programs
 from deepretrieval.kernels.decode_attention_triton import _attention_split_tile
 from deepretrieval.kernels.decode_layer import LAYER_SYNC_WORDS
-from deepretrieval.kernels.fused_linear_triton import _fused_linear_tile, _project_pipelined
+from deepretrieval.kernels.fused_linear_triton import _fused_linear_tile, _project_pipelined, _weight_of_tile
 from deepretrieval.kernels.pdl_triton import pdl_options, prefetch_l2, wait_for_previous
 from deepretrieval.kernels.rope_cache import check_cache_args
 from deepretrieval.kernels.rmsnorm_triton import _rms_normalized, _rmsnorm_row
@@ -154,16 +155,10 @@ def _prefetch_stage(pid, STAGE: tl.constexpr, wq_ptr, wk_ptr, wv_ptr, wo_ptr, ga
     wait: the step's record kernel writes kv_end, but at least two launches earlier, and a launch
     finishes before the second one after it starts (kernels/pdl_triton.py); a prefetch is a hint
     in any case and changes no result."""
-    if STAGE == 2:
-        cols_q = tl.cdiv(NQ, BN_QKV)
-        cols_kv = tl.cdiv(NKV, BN_QKV)
-        c = pid % cols_qkv
-        if c < cols_q:
-            _prefetch_weight_rows(wq_ptr, c * BN_QKV, NQ, C, 0, C, BN_QKV)
-        elif c < cols_q + cols_kv:
-            _prefetch_weight_rows(wk_ptr, (c - cols_q) * BN_QKV, NKV, C, 0, C, BN_QKV)
-        else:
-            _prefetch_weight_rows(wv_ptr, (c - cols_q - cols_kv) * BN_QKV, NKV, C, 0, C, BN_QKV)
+    if STAGE == 2:                                       # as `_qkv_tile` chooses its weight
+        w_ptr, _, first, N, _ = _weight_of_tile(pid % cols_qkv, wq_ptr, wk_ptr, wv_ptr, wq_ptr, wk_ptr, wv_ptr,
+                                                NQ, NKV, NKV, True, BN_QKV)
+        _prefetch_weight_rows(w_ptr, first, N, C, 0, C, BN_QKV)
     if STAGE == 3:
         b = (pid // H_KV).to(tl.int64)
         start = tl.load(start_ptr + b).to(tl.int64)
@@ -424,12 +419,16 @@ class LayerConfig:
     down_splits: int | None = None      # split-K of the down projection; None: `down_splits`
     block_rows: int = 64                # rows of a projection tile, at most (more rows: more row blocks)
     prefetch: tuple[int, ...] = ()      # stages whose tiles first L2-prefetch their inputs (`_prefetch_stage`)
+    programs_per_sm: int = 1            # the persistent launch's programs; more than one are resident
+                                        # only where shared memory holds them (fewer num_stages)
     num_warps: int = 4
     num_stages: int = 4
 
     def __post_init__(self):
         if not set(self.prefetch) <= set(PREFETCH_STAGES):
             raise ValueError(f"LayerConfig: prefetch={self.prefetch}: stages {PREFETCH_STAGES} can prefetch")
+        if self.programs_per_sm < 1:
+            raise ValueError(f"LayerConfig: programs_per_sm={self.programs_per_sm} must be at least 1")
 
 
 def layer_config_from_env() -> LayerConfig:
@@ -563,7 +562,8 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
                 DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
                 num_warps=config.num_warps, num_stages=config.num_stages, **pdl_options(x.device))
     if persistent:
-        programs = parallel_programs(x.device) // 2                     # one per SM (two under the interpreter)
+        # programs_per_sm a SM (2 x that under the interpreter); the queues need none of them resident together
+        programs = parallel_programs(x.device) // 2 * config.programs_per_sm
         _decode_layer_kernel[(programs,)](*args, STAGE=ALL_STAGES, **meta)
         if meta["INTERPRETED"] and sync[WAIT_FAILED.value].item():
             sync.zero_()

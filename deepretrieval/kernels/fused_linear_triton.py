@@ -154,22 +154,16 @@ def _project_pipelined(x_ptr, stride_xb, rows, B, k_lo, k_hi, K, w_ptr, cols, N,
 
 
 @triton.jit
-def _fused_linear_tile(pid, row0, x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
-                       B, K, N0, N1, N2, eps, stride_xb, stride_rb, stride_ob,
-                       NUM_W: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
-                       HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr,
-                       BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr, PIPELINED: tl.constexpr,
-                       USE_PDL: tl.constexpr):
-    """Output columns tile `pid` (over the weights laid end to end) of rows [row0, row0 + BLOCK_B);
-    PIPELINED: `_project_pipelined` (many rows), else `_project`."""
-    # which weight this program reads, its first column there, and where that lands in the output
+def _weight_of_tile(pid, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr, N0, N1, N2, END_TO_END: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
+    """Columns tile `pid` of weights laid end to end (END_TO_END; else of w0 alone): the weight and
+    bias it reads, its first column there, that weight's N, and where its columns land in the output."""
     w_ptr = w0_ptr
     b_ptr = b0_ptr
     n_start = pid * BLOCK_N
     N = N0 + pid * 0
     out_col = pid * 0
-    if NUM_W > 1 and not SILU_MUL:
+    if END_TO_END:
         nb0 = tl.cdiv(N0, BLOCK_N)
         nb1 = tl.cdiv(N1, BLOCK_N)
         if pid >= nb0 + nb1:
@@ -184,6 +178,21 @@ def _fused_linear_tile(pid, row0, x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_pt
             n_start = (pid - nb0) * BLOCK_N
             N = N1 + pid * 0
             out_col = N0 + pid * 0
+    return w_ptr, b_ptr, n_start, N, out_col
+
+
+@triton.jit
+def _fused_linear_tile(pid, row0, x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
+                       B, K, N0, N1, N2, eps, stride_xb, stride_rb, stride_ob,
+                       NUM_W: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr,
+                       BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr, PIPELINED: tl.constexpr,
+                       USE_PDL: tl.constexpr):
+    """Output columns tile `pid` (over the weights laid end to end) of rows [row0, row0 + BLOCK_B);
+    PIPELINED: `_project_pipelined` (many rows), else `_project`."""
+    w_ptr, b_ptr, n_start, N, out_col = _weight_of_tile(pid, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
+                                                        N0, N1, N2, NUM_W > 1 and not SILU_MUL, BLOCK_N)
     dt = x_ptr.dtype.element_ty
     rows = row0 + tl.arange(0, BLOCK_B)
     cols = n_start + tl.arange(0, BLOCK_N)
