@@ -310,7 +310,12 @@ def _decode_layer_case(model: str, B: int) -> Case:
                        dict(down_splits=1), dict(down_splits=2), dict(down_splits=3), dict(attention_block=64),
                        dict(num_stages=3), dict(num_stages=5), dict(num_warps=8), dict(block_rows=128),
                        dict(prefetch=(2, 3, 4, 6, 7)), dict(prefetch=(3,)), dict(prefetch=(2, 4)),
-                       dict(prefetch=(6, 7))):
+                       dict(prefetch=(6, 7)),
+                       # two programs a SM where shared memory allows (fewer pipeline stages): more
+                       # bytes in flight for the stages whose tiles do not fill the GPU
+                       dict(num_stages=2), dict(num_stages=3, gate_up=(32, 128)),
+                       dict(num_stages=2, gate_up=(32, 128)), dict(num_stages=2, gate_up=(32, 128), down=(16, 256)),
+                       dict(num_stages=3, gate_up=(32, 128), qkv=(16, 64), o=(16, 64))):
             baselines[" ".join(f"{k}={v}" for k, v in change.items())] = run(
                 decode_layer_triton, sync=sync, config=dataclasses.replace(default, **change))
     kv_bytes = 2 * B * H_kv * ctx * D * 2

@@ -149,6 +149,18 @@ def spread_stops(rows: list[list[int]], count: int) -> tuple[tuple[int, ...], li
     return tuple(sorted(stops)), ends
 
 
+def end_late_rows(rows: list[list[int]], stops: tuple[int, ...], step: int, at_most: int) -> tuple[int, ...]:
+    """`stops` and, while more than `at_most` rows would still run after `step` tokens, a token from
+    the first `step` of one such row (a different position for each): so that a batch narrows."""
+    stops = list(stops)
+    while True:
+        ends = [next((k + 1 for k, t in enumerate(r) if t in stops), len(r)) for r in rows]
+        late = [i for i, e in enumerate(ends) if e > step]
+        if len(late) <= at_most:
+            return tuple(sorted(set(stops)))
+        stops.append(rows[late[0]][step - 1 - len(stops) % (step // 2)])
+
+
 def spy_on_narrow(monkeypatch, fast: bool) -> list[int]:
     """The row counts that the decoder's `narrow` is asked to keep, call by call."""
     decoder_type = fast_decode.FastDecoder if fast else EagerDecoder
@@ -455,21 +467,26 @@ def test_gpu_bf16_sampling_rollout(model_bf16, layer_kernel, monkeypatch):
 
 
 @pytest.mark.gpu
-def test_gpu_stopped_rows_leave_the_batch(model_bf16):
-    """Batch 64, greedy, stop tokens that end the rows at spread-out steps: the steps narrow to
-    smaller buckets, each captured in its own graph (the layer kernel at 64 and 32 rows, the fused
-    GEMVs at 16 and fewer), every row decodes as it does when stopped rows run to the end (the
-    paths differ by row count, so rounding may split near-ties), and a reused decoder replays it
-    exactly."""
+def test_gpu_stopped_rows_leave_the_batch(model_bf16, monkeypatch):
+    """Batch 64, greedy, stop tokens that end the rows at spread-out steps, most of them by step
+    32: the steps narrow to smaller buckets, each captured in its own graph (the layer kernel at 64
+    and 32 rows, the fused GEMVs at 16 and fewer), every row decodes as it does when stopped rows
+    run to the end (the paths differ by row count, so rounding may split near-ties), and a reused
+    decoder replays it exactly."""
     prompts = ragged_prompts(64, seed=4)
     free = generate(model_bf16, prompts, SamplingParams(max_new_tokens=64, temperature=0.0), pad_token_id=PAD)
-    stops, ends = spread_stops(free.token_lists(), count=16)
-    assert len(set(ends)) >= 8 and min(ends) <= 16 and max(ends) > 48, sorted(ends)   # the rows end far apart
+    rows = free.token_lists()
+    stops, _ = spread_stops(rows, count=16)
+    stops = end_late_rows(rows, stops, step=32, at_most=12)
+    ends = [next((k + 1 for k, t in enumerate(r) if t in stops), len(r)) for r in rows]
+    assert len(set(ends)) >= 8 and min(ends) <= 16 and max(ends) > 32, sorted(ends)   # the rows end far apart
     params = SamplingParams(max_new_tokens=64, temperature=0.0, stop_token_ids=stops)
     kept = generate(model_bf16, prompts, dataclasses.replace(params, compact=False), pad_token_id=PAD)
+    narrowed_to = spy_on_narrow(monkeypatch, fast=True)
     out = generate(model_bf16, prompts, params, pad_token_id=PAD)
     decoder = fast_decode._DECODERS[model_bf16]
-    assert len(decoder.graphs) >= 3, (sorted(decoder.graphs), out.lengths.tolist())
+    assert sorted(decoder.graphs, reverse=True) == [64] + narrowed_to, (sorted(decoder.graphs), narrowed_to)
+    assert len(decoder.graphs) >= 3, (narrowed_to, out.lengths.tolist())
     shared = shared_prefixes(model_bf16, prompts, out, kept, tie=0.05)
     assert prefix_logprob_diffs(out, kept, shared).max().item() <= 0.05
     again = generate(model_bf16, prompts, params, pad_token_id=PAD)
