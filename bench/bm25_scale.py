@@ -19,7 +19,8 @@ resets the RSS high-water mark (/proc/self/clear_refs), and reports VmHWM — th
 process, inputs included, the same inputs for both engines. Cases, per size:
   text    texts -> index (each engine's own analysis: lowercase, the same 33 stop words, Snowball
           English), saved to disk; then queries/s at top-10 and top-1000 from query texts (each
-          engine analyses them) and from query tokens (the same tokens given to both).
+          engine analyses them) and from query tokens (the same tokens given to both); ours
+          also by its full product alone (no MaxScore pruning: retrieval/bm25_maxscore.py).
   tokens  the same tokens (our analyzer's) given to both: index building alone.
   mmap    ours only: load the saved index memory-mapped, RSS after loading, after 10 queries and
           after all queries (anonymous = private memory; file = mapped index pages, which the
@@ -280,6 +281,12 @@ def measure(engine_name: str, case: str, workdir: Path, n_docs: int, repeats: in
         out["cross_check_top11"] = engine.top(index, query_tokens[:100], 11)
         if engine_name == "ours":
             out["terms"], out["nnz"] = index.matrix.shape[0], int(index.matrix.nnz)
+            # the same searches by the full product alone, and whether the default pruned them
+            out["maxscore_by_default"] = {f"top{k}": index._prunes(k) for k in (10, 1000)}
+            index.maxscore = False
+            for k in (10, 1000):
+                out[f"top{k}_qps_tokens_full_product"] = qps(lambda q: engine.search_tokens(index, q, k),
+                                                             query_tokens, repeats)
     return out
 
 
@@ -384,7 +391,12 @@ def summarise(record: dict, corpus: dict) -> None:
     ours, ref = record["ours"], record.get("bm25s", {})
     record["corpus"] = {"generated_docs": corpus["docs"], **{k: v for k, v in corpus.items() if k != "docs"}}
     if "text" in ours:
-        record["corpus"].update(terms=ours["text"]["terms"], nnz=ours["text"]["nnz"])
+        o = ours["text"]
+        record["corpus"].update(terms=o["terms"], nnz=o["nnz"])
+        record["maxscore_speedup"] = {f"top{k}": ratio(o[f"top{k}_qps_tokens"], o[f"top{k}_qps_tokens_full_product"])
+                                      for k in (10, 1000)}
+        print(f"{record['docs']:,} docs: ours, default search / full product (tokens): "
+              f"{record['maxscore_speedup']} (pruned by default: {o['maxscore_by_default']})")
     if "text" in ours and "text" in ref:
         record["top10_agrees_with_bm25s"] = same_top10(ours["text"]["cross_check_top11"],
                                                        ref["text"]["cross_check_top11"])

@@ -2,6 +2,7 @@
 our analyzer against bm25s's pipeline and the published figure, candidate ranking, save/load."""
 from __future__ import annotations
 
+import json
 import math
 
 import bm25s
@@ -45,15 +46,18 @@ def test_lucene_formula_by_hand():
     np.testing.assert_allclose(scores, [2 * expect[1], 2 * expect[0]], rtol=1e-6)  # "x" twice counts twice
 
 
-@pytest.mark.parametrize("k1,b", [(0.9, 0.4), (1.2, 0.75)])
-def test_equals_bm25s_lucene_on_scifact(scifact, bm25s_tokens, k1, b):
-    """Same tokens in both engines: same top-10 ids and scores for all 1,109 SciFact queries."""
+@pytest.mark.parametrize("k1,b,maxscore", [(0.9, 0.4, False), (1.2, 0.75, False), (0.9, 0.4, True)])
+def test_equals_bm25s_lucene_on_scifact(scifact, bm25s_tokens, k1, b, maxscore):
+    """Same tokens in both engines: same top-10 ids and scores for all 1,109 SciFact queries, by the
+    full product and by the pruned search (bm25_maxscore.py)."""
     doc_tokens, query_tokens = bm25s_tokens
     ref = bm25s.BM25(method="lucene", k1=k1, b=b)
     ref.index(doc_tokens, show_progress=False)
     # One more than compared, so that a tie across the cut-off at rank 10 shows.
     ref_rows, ref_scores = ref.retrieve(query_tokens, k=11, show_progress=False, n_threads=1)
-    ours = BM25Index.build_from_tokens(scifact.doc_ids, doc_tokens, k1=k1, b=b).search_tokens(query_tokens, 10)
+    index = BM25Index.build_from_tokens(scifact.doc_ids, doc_tokens, k1=k1, b=b)
+    index.maxscore = maxscore
+    ours = index.search_tokens(query_tokens, 10)
     worst, id_diffs = 0.0, 0
     for (rows, scores), rr, rs in zip(ours, ref_rows, ref_scores):
         assert len(rows) == 10
@@ -121,6 +125,13 @@ def test_save_load_roundtrip_and_corruption(tmp_path):
     queries = ["cell mitosis", "protein folding", "bone vitamin"]
     assert loaded.search(queries, 3) == index.search(queries, 3)
     assert (loaded.k1, loaded.b, loaded.analyzer.config) == (1.2, 0.75, index.analyzer.config)
+    assert _is_mapped(loaded._term_max) and np.array_equal(loaded.term_max, index.term_max)
+    # An index saved before term_max was: computed on first use, the same.
+    doc = json.loads((path / "meta.json").read_text())
+    del doc["arrays"]["term_max"]
+    (path / "meta.json").write_text(json.dumps(doc))
+    older = BM25Index.load(path)
+    assert older._term_max is None and np.array_equal(older.term_max, index.term_max)
 
     data = path / "data.npy"
     raw = bytearray(data.read_bytes())

@@ -10,7 +10,9 @@ import pytest
 
 from deepretrieval.retrieval import bm25
 from deepretrieval.retrieval.analyzer import Analyzer, TermIds
-from deepretrieval.retrieval.bm25 import BM25Index, top_k
+from deepretrieval.retrieval.bm25 import BM25Index
+from deepretrieval.retrieval.bm25_maxscore import essential_terms
+from deepretrieval.retrieval.sparse_top_k import top_k
 
 # Stop words, inflections the stemmer merges, capitals, possessives at a text's end, the analysis
 # separator's word in capitals ("QQ"), non-ASCII, newlines: what the one-pass analysis must get
@@ -95,12 +97,14 @@ def test_one_pass_analysis_equals_text_by_text():
         assert [terms[i] for i in np.concatenate(ids).tolist()] == [t for s in single for t in s]
 
 
-def test_search_equals_dense_reference(small_chunks):
+@pytest.mark.parametrize("maxscore", [False, True], ids=["full-product", "maxscore"])
+def test_search_equals_dense_reference(small_chunks, maxscore):
     analyzer = Analyzer()
     texts = synthetic_texts(300, seed=2)
     _, w = reference_matrix(texts, analyzer, k1=0.9, b=0.4)
     index = BM25Index.build([f"d{i}" for i in range(len(texts))], texts, analyzer, show_progress=False)
     index.chunk_postings = 40                                     # many blocks of a few queries
+    index.maxscore = maxscore                                     # (candidates: the product either way)
     queries = [analyzer.tokenize(q) for q in synthetic_texts(60, seed=3)] + [["cell", "cell"], ["unknown"], []]
     rng = np.random.default_rng(4)
     candidates = [rng.choice(len(texts), size=25, replace=True) for _ in queries]
@@ -116,6 +120,56 @@ def test_search_equals_dense_reference(small_chunks):
     assert ties > 1000                                    # the corpus does exercise the tie order
     with pytest.raises(ValueError, match="k must be at least 1"):
         index.search_tokens(queries, 0)
+
+
+def zipf_index(n_docs: int, vocabulary: int, seed: int) -> BM25Index:
+    """Documents of 3-40 words drawn with Zipf frequencies (a few words in most documents, most in
+    a few), every 50th document a copy of the one before (tied scores)."""
+    rng = np.random.default_rng(seed)
+    p = 1 / np.arange(1, vocabulary + 1) ** 1.1
+    docs = [[f"w{w}" for w in rng.choice(vocabulary, size=rng.integers(3, 41), p=p / p.sum())]
+            for _ in range(n_docs)]
+    docs = [docs[i - 1] if i % 50 == 1 else d for i, d in enumerate(docs)]
+    return BM25Index.build_from_tokens([f"d{i}" for i in range(n_docs)], docs)
+
+
+def test_maxscore_equals_full_product_and_skips_frequent_terms():
+    """The pruned search (bm25_maxscore.py) gives the full product's rows and scores bit for bit —
+    repeated query words, words outside the vocabulary, an empty query, k beyond the matches — and
+    does prune: the essential terms hold a third of the postings, and many queries that hold a rare
+    word leave their most frequent word non-essential."""
+    index = zipf_index(3000, 800, seed=8)
+    rng = np.random.default_rng(9)
+    queries = [[f"w{w}" for w in rng.integers(0, 800, size=rng.integers(1, 9))] for _ in range(150)]
+    queries += [["w0", "w0", "w1"], ["w0", "w799", "w799"], ["nowhere"], [], ["w3", "nowhere"]]
+    for k in (1, 3, 10, 100, 5000):
+        index.maxscore = False
+        want = index.search_tokens(queries, k)
+        index.maxscore = True
+        for chunk in (1 << 22, 30):                         # one product, and a block per query or two
+            index.chunk_postings = chunk
+            got = index.search_tokens(queries, k)
+            assert all(np.array_equal(g[0], w[0]) and np.array_equal(g[1], w[1]) for g, w in zip(got, want)), k
+    q = index.query_matrix(queries[:150])
+    essential, _, rest = essential_terms(index.matrix, index.term_max, q, 10)
+    df = np.diff(index.matrix.indptr)[q.indices]                  # [nnz] postings of each query term
+    assert df[essential].sum() < 0.5 * df.sum()                   # the product reads a third (13k of 39k)
+    pruned = with_rare = 0
+    for i in range(q.shape[0]):
+        lo, hi = q.indptr[i], q.indptr[i + 1]
+        if hi - lo >= 2 and df[lo:hi].min() <= 20:
+            with_rare += 1
+            pruned += not essential[lo + np.argmax(df[lo:hi])]
+    assert with_rare > 100 and pruned > 0.4 * with_rare, (pruned, with_rare)       # 70 of 133
+    assert np.all(rest >= 0) and np.all((rest > 0) == [not essential[q.indptr[i]:q.indptr[i + 1]].all()
+                                                       for i in range(q.shape[0])])
+
+
+def test_maxscore_default_rule():
+    index = zipf_index(100, 50, seed=10)
+    assert not index._prunes(10)                                 # a small corpus: the full product
+    index.MAXSCORE_MIN_DOCS, index.MAXSCORE_DOCS_PER_K = 100, 10
+    assert index._prunes(10) and not index._prunes(11)
 
 
 def test_top_k_orders_ties_by_row():

@@ -23,7 +23,9 @@ passages it peaks at half of bm25s's memory, 2.3x faster (bench/bm25_scale.py).
 A batch of queries becomes a sparse count matrix Q [B, V]; Q @ W (scipy's sparse product, C++)
 reads only the rows of the query terms and gives each query's scores over the documents they
 touch, in blocks of queries that bound memory. The top k (k up to 3,000 and beyond) is a partial
-sort of each row's non-zeros; equal scores come in ascending row order. Documents that share no
+sort of each row's non-zeros (sparse_top_k.py); equal scores come in ascending row order. Over a
+large corpus and a small k (`BM25Index.maxscore`), the search skips most postings of a query's
+frequent terms instead (MaxScore, bm25_maxscore.py), with the same rows and scores bit for bit. Documents that share no
 term with the query are never returned, as in Lucene; with `candidates`, every candidate is
 returned (score 0 when it shares no term) — the ranking step of a Boolean backend, which decides
 the matching set itself.
@@ -42,30 +44,14 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from .analyzer import Analyzer, AnalyzerConfig, TermIds
+from .bm25_maxscore import maxscore_top_k, term_max_scores
 from .index_store import StringTable, check_doc_ids, read_index, write_index
+from .sparse_top_k import Hits, top_k
 
-Hits = tuple[np.ndarray, np.ndarray]   # (rows int [n], scores float32 [n]), best first
 # Building works on this many documents at a time (term-major tf), then turns this many postings
 # at a time into scores: bounded temporaries whatever the corpus size.
 CHUNK_DOCS = 1 << 15
 SCORE_CHUNK = 1 << 20
-
-
-def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> Hits:
-    """The k highest-scoring (rows, scores), best first; equal scores in ascending row order (as
-    Lucene breaks ties by doc id), so the result does not depend on the order of the input."""
-    if len(scores) > k:               # keep the k best and whatever ties with the k-th of them
-        keep = scores >= np.partition(scores, len(scores) - k)[len(scores) - k]
-        rows, scores = rows[keep], scores[keep]
-    # One uint64 key per hit, the score's bits inverted above the row: for scores >= 0 (BM25's
-    # are) and rows < 2**32, ascending keys are exactly (score descending, row ascending).
-    key = (~np.asarray(scores, dtype=np.float32).view(np.uint32)).astype(np.uint64) << np.uint64(32)
-    key |= rows.astype(np.uint64)                                              # [n]
-    if len(key) > k:
-        key = np.partition(key, k - 1)[:k]
-    key.sort()
-    return ((key & np.uint64(0xFFFFFFFF)).astype(rows.dtype),
-            (~(key >> np.uint64(32)).astype(np.uint32)).view(np.float32))
 
 
 def _term_frequencies(term_ids: np.ndarray, lengths: np.ndarray, n_terms: int) -> sp.csr_matrix:
@@ -142,20 +128,35 @@ class BM25Index:
     """A built or loaded BM25 index; construct with `build`, `build_from_tokens` or `load`."""
 
     chunk_postings = 1 << 22     # queries are scored in blocks that read about this many postings
+    # Search without candidates prunes postings (bm25_maxscore.py: the same results) when True,
+    # never when False; None: where it was measured faster, at least MAXSCORE_MIN_DOCS documents
+    # and k at most one per MAXSCORE_DOCS_PER_K of them (1M: k <= 100; 5M: k <= 500).
+    maxscore: bool | None = None
+    MAXSCORE_MIN_DOCS = 500_000
+    MAXSCORE_DOCS_PER_K = 10_000
 
     def __init__(self, doc_ids, terms, matrix: sp.csr_matrix, analyzer: AnalyzerConfig | None,
-                 k1: float, b: float, avgdl: float):
+                 k1: float, b: float, avgdl: float, term_max: np.ndarray | None = None):
         self.doc_ids = doc_ids                  # list[str] or StringTable, row -> id
         self.terms = terms                      # list[str] or StringTable, term id -> term
         self.matrix = matrix                    # [V, N] float32 term scores
         self.analyzer = Analyzer.from_config(analyzer) if analyzer is not None else None
         self.k1, self.b, self.avgdl = k1, b, avgdl
+        self._term_max = term_max               # [V] float32, each term's largest score
         self._vocab: dict[str, int] | None = None
         self._rows: dict[str, int] | None = None
 
     @property
     def num_docs(self) -> int:
         return self.matrix.shape[1]
+
+    @property
+    def term_max(self) -> np.ndarray:
+        """Each term's largest score [V] (float32): built with the index, saved with it, computed
+        on first use for an index saved before it was (one pass over the scores)."""
+        if self._term_max is None:
+            self._term_max = term_max_scores(self.matrix)
+        return self._term_max
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
@@ -220,7 +221,7 @@ class BM25Index:
             tf = scores[lo:hi]
             scores[lo:hi] = np.repeat(idf[t0:t1], df[t0:t1]) * tf / (tf + norm[docs[lo:hi]])
         matrix = sp.csr_matrix((scores, docs, indptr.astype(index_dtype)), shape=(n_terms, n_docs))
-        return cls(list(doc_ids), terms, matrix, analyzer, k1, b, avgdl)
+        return cls(list(doc_ids), terms, matrix, analyzer, k1, b, avgdl, term_max_scores(matrix))
 
     # ---- searching ------------------------------------------------------------------------
     @property
@@ -261,6 +262,8 @@ class BM25Index:
         if candidates is not None and len(candidates) != len(token_lists):
             raise ValueError(f"{len(candidates)} candidate sets for {len(token_lists)} queries")
         queries = self.query_matrix(token_lists)                                 # [B, V]
+        if candidates is None and self._prunes(k):
+            return maxscore_top_k(self.matrix, self.term_max, queries, k, self._query_blocks)
         out: list[Hits] = []
         for lo, hi in self._query_blocks(queries):
             scores = queries[lo:hi] @ self.matrix                                # [b, N] sparse
@@ -269,6 +272,11 @@ class BM25Index:
             else:
                 out += [top_k(*_row(scores, i), k) for i in range(scores.shape[0])]
         return out
+
+    def _prunes(self, k: int) -> bool:
+        if self.maxscore is not None:
+            return self.maxscore
+        return self.num_docs >= self.MAXSCORE_MIN_DOCS and k * self.MAXSCORE_DOCS_PER_K <= self.num_docs
 
     def _query_blocks(self, queries: sp.csr_matrix) -> list[tuple[int, int]]:
         """Consecutive ranges of queries [B, V] whose postings add up to about `chunk_postings`
@@ -302,7 +310,7 @@ class BM25Index:
         ids = self.doc_ids if isinstance(self.doc_ids, list) else self.doc_ids.to_list()
         terms = self.terms if isinstance(self.terms, list) else self.terms.to_list()
         arrays = {"indptr": self.matrix.indptr, "indices": self.matrix.indices,
-                  "data": self.matrix.data}
+                  "data": self.matrix.data, "term_max": self.term_max}
         arrays.update({f"doc_ids.{n}": a for n, a in StringTable.pack(ids).items()})
         arrays.update({f"terms.{n}": a for n, a in StringTable.pack(terms).items()})
         meta = {"analyzer": self.analyzer.config.to_dict(), "k1": self.k1, "b": self.b,
@@ -316,4 +324,4 @@ class BM25Index:
                                shape=(meta["num_terms"], meta["num_docs"]), copy=False)
         return cls(StringTable(a["doc_ids.blob"], a["doc_ids.offsets"]),
                    StringTable(a["terms.blob"], a["terms.offsets"]), matrix,
-                   AnalyzerConfig(**meta["analyzer"]), meta["k1"], meta["b"], meta["avgdl"])
+                   AnalyzerConfig(**meta["analyzer"]), meta["k1"], meta["b"], meta["avgdl"], a.get("term_max"))
