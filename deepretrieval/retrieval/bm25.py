@@ -25,10 +25,10 @@ reads only the rows of the query terms and gives each query's scores over the do
 touch, in blocks of queries that bound memory. The top k (k up to 3,000 and beyond) is a partial
 sort of each row's non-zeros (sparse_top_k.py); equal scores come in ascending row order. Over a
 large corpus and a small k (`BM25Index.maxscore`), the search skips most postings of a query's
-frequent terms instead (MaxScore, bm25_maxscore.py), with the same rows and scores bit for bit. Documents that share no
-term with the query are never returned, as in Lucene; with `candidates`, every candidate is
-returned (score 0 when it shares no term) — the ranking step of a Boolean backend, which decides
-the matching set itself.
+frequent terms instead (MaxScore, bm25_maxscore.py), with the same rows and scores bit for bit.
+Documents that share no term with the query are never returned, as in Lucene; with `candidates`,
+every candidate is returned (score 0 when it shares no term) — the ranking step of a Boolean
+backend, which decides the matching set itself.
 A loaded index is memory-mapped: opening it reads no posting, and a query reads only its terms'
 rows, so a served index's private memory is its vocabulary (a dict built on the first query, 110
 MiB at 1M passages) and the product's workspace, not its matrix; the pages read count in RSS as
