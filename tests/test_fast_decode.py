@@ -149,15 +149,17 @@ def spread_stops(rows: list[list[int]], count: int) -> tuple[tuple[int, ...], li
     return tuple(sorted(stops)), ends
 
 
-def end_late_rows(rows: list[list[int]], stops: tuple[int, ...], step: int, at_most: int) -> tuple[int, ...]:
+def end_late_rows(rows: list[list[int]], stops: tuple[int, ...], step: int,
+                  at_most: int) -> tuple[tuple[int, ...], list[int]]:
     """`stops` and, while more than `at_most` rows would still run after `step` tokens, a token from
-    the first `step` of one such row (a different position for each): so that a batch narrows."""
+    the first `step` of one such row (a different position for each), so that a batch narrows:
+    (the stop tokens, each row's length with them)."""
     stops = list(stops)
     while True:
         ends = [next((k + 1 for k, t in enumerate(r) if t in stops), len(r)) for r in rows]
         late = [i for i, e in enumerate(ends) if e > step]
         if len(late) <= at_most:
-            return tuple(sorted(set(stops)))
+            return tuple(sorted(set(stops))), ends
         stops.append(rows[late[0]][step - 1 - len(stops) % (step // 2)])
 
 
@@ -477,8 +479,7 @@ def test_gpu_stopped_rows_leave_the_batch(model_bf16, monkeypatch):
     free = generate(model_bf16, prompts, SamplingParams(max_new_tokens=64, temperature=0.0), pad_token_id=PAD)
     rows = free.token_lists()
     stops, _ = spread_stops(rows, count=16)
-    stops = end_late_rows(rows, stops, step=32, at_most=12)
-    ends = [next((k + 1 for k, t in enumerate(r) if t in stops), len(r)) for r in rows]
+    stops, ends = end_late_rows(rows, stops, step=32, at_most=12)
     assert len(set(ends)) >= 8 and min(ends) <= 16 and max(ends) > 32, sorted(ends)   # the rows end far apart
     params = SamplingParams(max_new_tokens=64, temperature=0.0, stop_token_ids=stops)
     kept = generate(model_bf16, prompts, dataclasses.replace(params, compact=False), pad_token_id=PAD)
