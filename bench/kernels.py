@@ -267,7 +267,8 @@ def _decode_layer_case(model: str, B: int) -> Case:
     layer's weights that together exceed L2, as in a step. Baselines: the persistent launch; the
     layer inside a stack (its input norm given, the next layer's written by its last stage, as
     kernels.decode_layer.decode_layers runs it); the persistent launch, also with the L2 prefetch
-    and with two programs a SM; with --sweep other block configs."""
+    and with two programs a SM; stream-K projections (work items, one a SM, sharing the tiles' K
+    blocks), staged and persistent; with --sweep other block configs."""
     import itertools
 
     from deepretrieval.kernels.decode_layer import LAYER_SYNC_WORDS, LayerWeights, decode_layer_reference
@@ -303,6 +304,11 @@ def _decode_layer_case(model: str, B: int) -> Case:
                                           config=dataclasses.replace(default, **change))
                  for name, change in persistent.items()}
     baselines["in a stack"] = run(decode_layer_triton, sync=sync, normed=t(B, C), next_norm=1 + t(C))
+    for stages, persistent_launch in (((2, 4, 6, 7), False), ((2, 4, 6), False), ((6, 7), False),
+                                      ((2, 4, 6, 7), True)):
+        baselines[f"{'persistent, ' if persistent_launch else ''}stream-K {','.join(map(str, stages))}"] = run(
+            decode_layer_triton, sync=sync, persistent=persistent_launch,
+            config=dataclasses.replace(default, stream_k=stages))
     if SWEEP:                                           # one knob at a time away from the default
         for change in (dict(qkv=(16, 128)), dict(qkv=(32, 256)), dict(qkv=(64, 128)), dict(o=(32, 128)),
                        dict(o=(16, 256)), dict(gate_up=(64, 128)), dict(gate_up=(16, 128)),
@@ -315,7 +321,12 @@ def _decode_layer_case(model: str, B: int) -> Case:
                        # bytes in flight for the stages whose tiles do not fill the GPU
                        dict(num_stages=2), dict(num_stages=3, gate_up=(32, 128)),
                        dict(num_stages=2, gate_up=(32, 128)), dict(num_stages=2, gate_up=(32, 128), down=(16, 256)),
-                       dict(num_stages=3, gate_up=(32, 128), qkv=(16, 64), o=(16, 64))):
+                       dict(num_stages=3, gate_up=(32, 128), qkv=(16, 64), o=(16, 64)),
+                       # stream-K: finer K blocks balance the items better, wider tiles read x less often
+                       dict(stream_k=(2, 4, 6, 7), gate_up=(64, 64)), dict(stream_k=(2, 4, 6, 7), gate_up=(128, 64)),
+                       dict(stream_k=(2, 4, 6, 7), qkv=(32, 128), o=(32, 128)),
+                       dict(stream_k=(2, 4, 6, 7), qkv=(16, 64), o=(16, 64), gate_up=(64, 64), down=(32, 128)),
+                       dict(stream_k=(2, 4, 6, 7), down=(64, 128)), dict(stream_k=(2, 4, 6, 7), down=(16, 256))):
             baselines[" ".join(f"{k}={v}" for k, v in change.items())] = run(
                 decode_layer_triton, sync=sync, config=dataclasses.replace(default, **change))
     kv_bytes = 2 * B * H_kv * ctx * D * 2

@@ -4,7 +4,8 @@ for the GPU fails on CPU CI too: every stage of the decode layer kernel, decode 
 reduce, the sampler, the fused LM head + sampler, fused_linear. Numerics are the interpreter and
 GPU tests' job.
 
-    python tests/hopper_compile.py      # prints each launch's grid and shared memory; raises on error
+    python tests/hopper_compile.py      # prints each launch's grid, prefetches, cp.async and wgmma
+                                        # instructions, and shared memory; raises on error
 
 It needs the Triton kernels compiled, not interpreted: run it in a process without TRITON_INTERPRET
 (test_kernels_decode_layer.py starts one)."""
@@ -63,7 +64,8 @@ def compiled(where, call) -> list[str]:
         before_wait = ptx.split("griddepcontrol.wait")[0].count("prefetch.global.L2")
         lines.append(f"{'stage %d' % kw['STAGE'] if 'STAGE' in kw else kernel.__name__}: {grid} programs, "
                      f"{before_wait} of {ptx.count('prefetch.global.L2')} prefetches before the wait, "
-                     f"{binary.metadata.shared} B shared")
+                     f"{ptx.count('cp.async.cg') + ptx.count('cp.async.ca')} cp.async, "
+                     f"{ptx.count('wgmma.mma_async')} wgmma, {binary.metadata.shared} B shared")
     return lines
 
 
@@ -134,7 +136,9 @@ def other_kernels() -> list[str]:
 if __name__ == "__main__":
     for config in (dict(), dict(down_splits=4), dict(chained=True), dict(chained=True, down_splits=4),
                    dict(chained=True, down_splits=4, prefetch=(2, 3, 4, 6, 7)),
-                   dict(chained=True, down_splits=4, prefetch=(2, 3, 4, 6, 7), persistent=True)):
+                   dict(chained=True, down_splits=4, prefetch=(2, 3, 4, 6, 7), persistent=True),
+                   dict(chained=True, stream_k=(2, 4, 6, 7), stream_k_items=132),
+                   dict(chained=True, stream_k=(2, 4, 6, 7), stream_k_items=132, persistent=True)):
         for line in layer_stages(896, 4864, 14, 2, 64, 64, torch.bfloat16, **config):   # Qwen2.5-0.5B, 64 rows
             print(config, line)
     for line in other_kernels():

@@ -307,7 +307,8 @@ def test_all_rows_stopped_ends_at_the_next_check():
     assert out.finish_reasons == ["stop"] * 3 and (out.tokens[:, 1:] == PAD).all()
 
 
-def test_decoder_reuse_and_rebuild():
+def test_decoder_reuse_and_rebuild(monkeypatch):
+    monkeypatch.delenv("DEEPRETRIEVAL_LAYER_CONFIG", raising=False)
     model = tiny("qwen2")
     params = SamplingParams(max_new_tokens=6, temperature=0.0)
     a = generate(model, PROMPTS, params, pad_token_id=PAD, fast=True)
@@ -322,24 +323,32 @@ def test_decoder_reuse_and_rebuild():
     c = generate(model, PROMPTS, params, pad_token_id=PAD, fast=True)
     assert fast_decode._DECODERS[model] is not decoder
     assert c.token_lists() == generate(model, PROMPTS, params, pad_token_id=PAD, fast=False).token_lists()
+    # nor a graph captured with other layer-kernel tiles
+    decoder = fast_decode._DECODERS[model]
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", "stream_k=6")
+    generate(model, PROMPTS, params, pad_token_id=PAD, fast=True)
+    assert fast_decode._DECODERS[model] is not decoder
     fast_decode.release(model)
     assert model not in fast_decode._DECODERS
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the gpu tests run the compiled kernels")
-@pytest.mark.parametrize("family,temperature,rows,layer_kernel", [
-    ("qwen3", 0.0, 3, ""), ("qwen3", 1.0, 3, ""), ("qwen2", 0.0, 3, ""), ("qwen2", 1.0, 3, ""), ("qwen2", 1.0, 1, ""),
-    ("qwen2", 1.0, 20, "off"), ("qwen2", 0.0, 20, ""), ("qwen2", 1.0, 40, "persistent")])
-def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, rows, layer_kernel):
+@pytest.mark.parametrize("family,temperature,rows,layer_kernel,layer_config", [
+    ("qwen3", 0.0, 3, "", ""), ("qwen3", 1.0, 3, "", ""), ("qwen2", 0.0, 3, "", ""), ("qwen2", 1.0, 3, "", ""),
+    ("qwen2", 1.0, 1, "", ""), ("qwen2", 1.0, 20, "off", ""), ("qwen2", 0.0, 20, "", ""),
+    ("qwen2", 1.0, 40, "persistent", ""), ("qwen2", 1.0, 20, "", "stream_k=2,4,6,7 stream_k_items=3")])
+def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, rows, layer_kernel, layer_config):
     """The step's calls into the Triton launchers (shapes, strides, dtypes), on CPU in Triton's
     interpreter: the same tokens and log-probs as the step on the PyTorch references. qwen3 (q/k
     norm) takes the unfused layers, qwen2 (biases) kernels.decode_layer's per-op fused kernels; one
     row (head_dim 16) also the one-kernel qkv + RoPE + cache write; 20 rows the layer kernel (the
     default up to 64 rows), or with DEEPRETRIEVAL_LAYER_KERNEL=off the unfused layers over merged
     projections, and the LM head with the sampler in its epilogue; 40 rows the layer kernel asked
-    for as "persistent" (the interpreter runs it as stages)."""
+    for as "persistent" (the interpreter runs it as stages); 20 rows with stream-K projections (three
+    work items a stage, DEEPRETRIEVAL_LAYER_CONFIG)."""
     pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", layer_kernel)
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", layer_config)
     model = tiny(family)
     params = SamplingParams(max_new_tokens=5, temperature=temperature)
     prompts = (PROMPTS * 7)[:rows]
@@ -447,13 +456,15 @@ def test_gpu_bf16_fast_vs_eager_and_trainer(model_bf16, batch, layer_kernel, mon
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("layer_kernel", ["", "off"])
-def test_gpu_bf16_sampling_rollout(model_bf16, layer_kernel, monkeypatch):
+@pytest.mark.parametrize("layer_kernel,layer_config", [("", ""), ("off", ""), ("", "stream_k=2,4,6,7")])
+def test_gpu_bf16_sampling_rollout(model_bf16, layer_kernel, layer_config, monkeypatch):
     """The RL case: batch 64 (8 prompts x 8 completions, each prompt prefilled once and its cache
     copied), temperature 1, stop tokens. A reused decoder replays the same seeded rollout exactly;
     its log-probs are as close to the trainer's recomputation as the eager path's. Through the
-    layer kernel (the default at 64 rows) and through cuBLAS ("off")."""
+    layer kernel (the default at 64 rows), through cuBLAS ("off"), and through the layer kernel
+    with stream-K projections (whose flags, reset by each launch, must leave replays exact)."""
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", layer_kernel)
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", layer_config)
     prompts = [p for p in ragged_prompts(8, seed=2) for _ in range(8)]
     params = SamplingParams(max_new_tokens=64, temperature=1.0, stop_token_ids=(7, 11, 13))
     generate(model_bf16, prompts, params, pad_token_id=PAD, seed=0)           # builds and captures

@@ -143,6 +143,50 @@ def test_persistent_queue_equals_staged_fp32(B, bias, splits, block_rows, chaine
         call(decode_layer_triton, layers[0], layers[0][6], persistent=True, sync=torch.zeros(2, dtype=torch.int32))
 
 
+@pytest.mark.parametrize("B,block_rows,stages,items,chained", [
+    (20, 64, (2, 4, 6, 7), 7, True), (40, 16, (6,), 5, False), (5, 64, (2, 4, 6), 1, False),
+    (20, 64, (4, 7), 200, False), (40, 16, (7,), 6, True)])
+def test_stream_k_items_share_the_projections_fp32(B, block_rows, stages, items, chained):
+    """Stream-K (`LayerConfig.stream_k`): the projections' (tile, K block) units shared by work
+    items, a tile cut between items finished by the one holding its last K block. Here tiles of 2-3
+    K blocks (q/k/v's last one partial) and 7 items cut tiles in two and in three (an item wholly
+    inside a tile); 1 item runs every unit; 200 are more than the units (as many items as units).
+    The down projection (stage 7) by stream-K instead of split-K, its stage-8 norm of the next
+    layer (`chained`) then over whole rows. Staged and persistent give the same bits and the
+    reference's values, and leave `sync` zeroed (each stored partial's flag reset by the item that
+    adds it). A finishing item that found a partial not yet stored would make the launcher raise
+    under the interpreter."""
+    args = inputs(B, 48, 80, 6, 2, 16, 24, torch.float32, DEVICE, bias="all")
+    next_norm = 1 + 0.1 * torch.randn(48, device=DEVICE) if chained else None
+    want = call(decode_layer_reference, args, [c.clone() for c in args[6]])
+    config = LayerConfig((16, 32), (16, 32), (16, 16), (16, 32), down_splits=None if 7 in stages else 2,
+                         block_rows=block_rows, stream_k=stages, stream_k_items=items)
+    sync = torch.zeros(LAYER_SYNC_WORDS, dtype=torch.int32, device=DEVICE)
+    runs = []
+    for persistent in (False, True):
+        caches = [c.clone() for c in args[6]]
+        out = call(decode_layer_triton, args, caches, persistent=persistent, sync=sync, config=config,
+                   next_norm=next_norm)
+        runs.append((out if chained else (out,), caches))
+        assert not sync.any()
+    (staged, staged_caches), (persistent, persistent_caches) = runs
+    torch.testing.assert_close(staged[0], want, atol=1e-4, rtol=1e-4)
+    if chained:
+        torch.testing.assert_close(staged[1], rmsnorm_reference(staged[0], next_norm, 1e-6), atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(staged + tuple(staged_caches), persistent + tuple(persistent_caches)))
+
+
+def test_stream_k_config_errors():
+    with pytest.raises(ValueError, match=r"stream_k=\(3,\): stages \(2, 4, 6, 7\) can share units"):
+        LayerConfig(stream_k=(3,))
+    with pytest.raises(ValueError, match=r"stages \[6\] in both stream_k and prefetch"):
+        LayerConfig(stream_k=(2, 6), prefetch=(6, 7))
+    with pytest.raises(ValueError, match="down_splits=2 with stage 7 in stream_k"):
+        LayerConfig(stream_k=(7,), down_splits=2)
+    with pytest.raises(ValueError, match="stream_k_items=0 must be 1 to 256"):
+        LayerConfig(stream_k_items=0)
+
+
 def test_decode_layers_is_decode_layer_after_decode_layer(monkeypatch):
     """The stack's dispatcher: off CUDA the per-op path layer by layer, each layer its own caches."""
     monkeypatch.delenv("DEEPRETRIEVAL_LAYER_KERNEL", raising=False)
@@ -204,6 +248,8 @@ def test_layer_config_from_the_environment(monkeypatch):
     assert dict((kw["STAGE"], grid) for grid, kw in launches)[6] == (3 * 3,)    # 3 row blocks x 3 tiles of 32 columns
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", "down_splits= prefetch=")
     assert layer_config_from_env() == LayerConfig()
+    monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", "stream_k=2,4,6 stream_k_items=66")
+    assert layer_config_from_env() == replace(LayerConfig(), stream_k=(2, 4, 6), stream_k_items=66)
     for bad in ("block_rows", "gate_up=64", "warps=8", "num_warps=x", "qkv=16,32,64"):
         monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", bad)
         with pytest.raises(ValueError, match=f"DEEPRETRIEVAL_LAYER_CONFIG: '{bad}' is not KEY=VALUE"):
@@ -222,8 +268,10 @@ def test_kernels_compile_for_an_h100():
     split in 4 and summed by a stage of its own; both as a layer inside a stack, whose last stage
     writes the next layer's norm; with the L2 prefetch, which every stage that reads weights or
     the cache issues before its PDL wait; and that config as one persistent launch, whose programs
-    prefetch each tile they take after the wait), and decode attention, the sampler, the
-    LM head + sampler and fused_linear, each within an H100's 227 KiB of shared memory."""
+    prefetch each tile they take after the wait; with the four projections by stream-K, staged
+    (132 items each, with as many cp.async and wgmma instructions as the tiles' loops) and
+    persistent), and decode attention, the sampler, the LM head + sampler and fused_linear, each
+    within an H100's 227 KiB of shared memory."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).parent.parent
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
@@ -232,10 +280,15 @@ def test_kernels_compile_for_an_h100():
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     stages = [line.split("stage ")[1].split(":")[0] for line in lines if "stage " in line]
-    assert stages == list("1234567") + list("12345678") + list("2345678") * 3 + ["0"]
+    assert stages == list("1234567") + list("12345678") + list("2345678") * 3 + ["0"] + list("2345678") + ["0"]
     prefetches = [line.split(" prefetches")[0].split()[-3::2] for line in lines if "stage " in line]
     assert [stage for stage, (n, _) in zip(stages, prefetches) if n != "0"] == list("23467")   # the staged config's
-    assert prefetches[-1][0] == "0" and int(prefetches[-1][1]) >= 5          # persistent: each tile's, after the wait
+    assert prefetches[-9][0] == "0" and int(prefetches[-9][1]) >= 5          # persistent: each tile's, after the wait
+    stage_lines = [line.split("stage ")[1] for line in lines if "stage " in line]
+    default, stream_k = stage_lines[1:7], stage_lines[-8:-2]        # stages 2-7: the first and last staged configs
+    assert [stream_k[i].split(": ")[1].split(" programs")[0] for i in (0, 2, 4, 5)] == ["(132,)"] * 4
+    for got, want in zip(stream_k, default):        # stream-K's items pipeline their K ranges as the tiles do
+        assert got.split(" wgmma")[0].split(", ")[-2:] == want.split(" wgmma")[0].split(", ")[-2:], (got, want)
     assert [line.split(":")[0] for line in lines if "stage " not in line] == [
         "_attention_split_kernel", "_attention_reduce_kernel", "_sample_split_kernel", "_sample_reduce_kernel",
         "_rmsnorm_kernel", "_head_sample_tile_kernel", "_sample_reduce_kernel", "_fused_linear_kernel"]
@@ -268,7 +321,10 @@ def test_gpu_persistent_equals_stages_and_per_op_kernels(C, F, H, D, B, dtype, m
     """bf16 bounds: a few roundings (seen: max 0.031, mean 0.0025 at 0.5B, 32 rows); fp32: the
     tiles shrunk to fit shared memory, IEEE dots, agreement to fp32 accumulation order. The L2
     prefetch before the PDL wait is a hint: staged launches give the same bits with and without it.
-    Two persistent programs a SM (two pipeline stages, so that both fit) give the staged bits too."""
+    Two persistent programs a SM (two pipeline stages, so that both fit) give the staged bits too.
+    Stream-K projections (one work item a SM) sum a cut tile's K ranges in another order: staged and
+    persistent give the same bits, every launch (the same sum each time, the flags reset), within
+    the same bounds of the per-op kernels."""
     args = inputs(B, C, F, H, 2, D, 320, dtype, "cuda")
     max_err, mean_err, cache_tol = (0.1, 5e-3, 0.05) if dtype == torch.bfloat16 else (1e-3, 1e-5, 1e-4)
     runs = {}
@@ -278,27 +334,36 @@ def test_gpu_persistent_equals_stages_and_per_op_kernels(C, F, H, D, B, dtype, m
                          ("staged, 2 stages", decode_layer_triton, dict(config=LayerConfig(num_stages=2))),
                          ("staged", decode_layer_triton, dict(config=LayerConfig(prefetch=()))),
                          ("prefetch", decode_layer_triton, dict(config=LayerConfig(prefetch=(2, 3, 4, 6, 7)))),
+                         ("stream-K", decode_layer_triton, dict(config=LayerConfig(stream_k=(2, 4, 6, 7)))),
+                         ("stream-K, persistent", decode_layer_triton,
+                          dict(persistent=True, config=LayerConfig(stream_k=(2, 4, 6, 7)))),
                          ("per_op", lambda *a: compose(KERNEL_OPS, *a), {}),
                          ("reference", decode_layer_reference, {})):
         caches = [c.clone() for c in args[6]]
         runs[name] = (call(fn, args, caches, **kw), caches)
     sync = torch.zeros(LAYER_SYNC_WORDS, dtype=torch.int32, device="cuda")
-    for _ in range(3):                       # the queue state is reused across launches
-        caches = [c.clone() for c in args[6]]
-        assert torch.equal(call(decode_layer_triton, args, caches, persistent=True, sync=sync), runs["persistent"][0])
-        assert not sync.any()
+    for _ in range(3):                       # the queue state and stream-K's flags are reused across launches
+        stream_k = LayerConfig(stream_k=(2, 4, 6, 7))
+        for name, kw in (("persistent", dict(persistent=True)), ("stream-K", dict(config=stream_k)),
+                         ("stream-K, persistent", dict(persistent=True, config=stream_k))):
+            caches = [c.clone() for c in args[6]]
+            assert torch.equal(call(decode_layer_triton, args, caches, sync=sync, **kw), runs[name][0]), name
+            assert not sync.any()
+    assert torch.equal(runs["stream-K"][0], runs["stream-K, persistent"][0])
+    assert all(torch.equal(a, b) for a, b in zip(runs["stream-K"][1], runs["stream-K, persistent"][1]))
     out, caches = runs["persistent"]
     assert torch.equal(runs["persistent, 2 a SM"][0], runs["staged, 2 stages"][0])
     for same in ("staged", "prefetch"):
         assert torch.equal(out, runs[same][0]), same
         assert all(torch.equal(a, b) for a, b in zip(caches, runs[same][1])), same
-    for other in ("per_op", "reference"):    # cuBLAS / other accumulation orders
-        want, want_caches = runs[other]
-        err = (out.float() - want.float()).abs()
-        assert err.max().item() < max_err and err.mean().item() < mean_err, (other, err.max().item(),
-                                                                             err.mean().item())
-        for a, b in zip(caches, want_caches):
-            torch.testing.assert_close(a, b, atol=cache_tol, rtol=0.02)
+    for mine in ("persistent", "stream-K"):
+        for other in ("per_op", "reference"):    # cuBLAS / other accumulation orders
+            (got, got_caches), (want, want_caches) = runs[mine], runs[other]
+            err = (got.float() - want.float()).abs()
+            assert err.max().item() < max_err and err.mean().item() < mean_err, (mine, other, err.max().item(),
+                                                                                 err.mean().item())
+            for a, b in zip(got_caches, want_caches):
+                torch.testing.assert_close(a, b, atol=cache_tol, rtol=0.02)
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", "staged")        # the dispatcher, any row count
     assert torch.equal(call(decode_layer, args, [c.clone() for c in args[6]]), out)
 

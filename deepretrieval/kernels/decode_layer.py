@@ -95,7 +95,7 @@ def decode_layer_reference(x, w: LayerWeights, eps, cos, sin, positions, k_cache
 
 
 LAYER_KERNEL_MAX_ROWS = 64
-LAYER_SYNC_WORDS = 32               # the persistent layer kernel's tile queues and counters (int32)
+LAYER_SYNC_WORDS = 32 + 256         # the layer kernel's tile queues and counters, then stream-K's flags (int32)
 LAYER_KERNEL_MODES = ("auto", "staged", "persistent", "off")
 
 

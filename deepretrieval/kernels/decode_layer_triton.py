@@ -16,12 +16,12 @@ One kernel, up to eight stages, each a loop of the launched programs over that s
   6 gate/up    silu(hn @ gate.T) * (hn @ up.T) -> act [B, F]                   fused_linear tiles
   7 down       h + act @ down.T -> out [B, C]                                  fused_linear tiles
                or, split along K so that its tiles fill the SMs (`down_splits`), fp32 partials
-               [splits, B, C]
+               [splits, B, C] (not with stream-K, below, which splits K its own way)
   8 rows       split: out = h + (sum of the partials + bias), in order (deterministic); with
                `next_norm`: out_normed = RMSNorm(out) by that weight, the next layer's stage 1 (so a
                stack of layers, kernels.decode_layer.decode_layers, runs its norms here)   rows
 
-The tiles are the per-op kernels' own bodies (`_rmsnorm_row`, `_fused_linear_tile`,
+The tiles are the per-op kernels' own bodies (`_rmsnorm_row`, `_fused_linear_tile` and its parts,
 `_rope_cache_heads`, `_attention_split_tile`), so the numerics are theirs. The norms are stages of
 their own because a projection whose loop also normalises its input was not pipelined by Triton
 (qkv 11.3 us against o's 3.1 at Qwen2.5-0.5B shapes, 64 rows, an H100). A fused_linear tile takes
@@ -41,6 +41,17 @@ against 41.6 staged; with the queues 42.3 against 41.1, and 56.5 with two progra
 program out zeroes the counters (`sync`, LAYER_SYNC_WORDS int32) for the next launch. The
 interpreter runs programs one after another, so the first takes every tile; the tile functions are
 shared, so both modes run the same code.
+
+Stream-K (`LayerConfig.stream_k`, opt-in, not yet timed on a GPU): a projection stage with fewer
+tiles than SMs leaves SMs idle while it streams its weights (gate/up at Qwen2.5-0.5B, 64 rows: 76
+tiles for an H100's 132 SMs; split-K into 2-4 parts gave 152-304 tiles, a second wave mostly
+empty, and lost). With stream-K the stage's (tile, K block) units are cut into one even share per
+SM (`stream_k_items`): 532 units of gate/up make 132 items of 4 or 5. A tile cut between items is
+finished by the item that holds its last K block, which adds the fp32 partials the others stored
+(`_projection_item`; in K order, so every launch sums the same way). The items wait for each other
+(a ready flag per item in `sync` after the counters, reset by its reader), so all must be resident:
+at most one per SM. Both launch modes run it, with the same bits. The same stages apply to q/k/v, o
+and down (stages 2, 4, 6, 7).
 
 The tiles, split-K, key block, warps and pipeline depth are a `LayerConfig`;
 DEEPRETRIEVAL_LAYER_CONFIG="KEY=VALUE ..." changes them without editing code (`layer_config_from_env`).
@@ -71,7 +82,8 @@ import triton.language as tl
 from deepretrieval.kernels import parallel_programs
 from deepretrieval.kernels.decode_attention_triton import _attention_split_tile
 from deepretrieval.kernels.decode_layer import LAYER_SYNC_WORDS
-from deepretrieval.kernels.fused_linear_triton import _fused_linear_tile, _project_pipelined, _weight_of_tile
+from deepretrieval.kernels.fused_linear_triton import (_epilogue, _epilogue_operands, _fused_linear_tile,
+                                                       _project_pipelined, _tile_columns, _weight_of_tile)
 from deepretrieval.kernels.pdl_triton import pdl_options, prefetch_l2, wait_for_previous
 from deepretrieval.kernels.rope_cache import check_cache_args
 from deepretrieval.kernels.rmsnorm_triton import _rms_normalized, _rmsnorm_row
@@ -82,12 +94,16 @@ STAGES = (1, 2, 3, 4, 5, 6, 7, 8)
 PREFETCH_STAGES = (2, 3, 4, 6, 7)       # those that read weights or the cache (`_prefetch_stage`)
 
 
-# The persistent launch's state, SYNC_WORDS int32 zeros between launches (kernels/decode_layer.py):
+# The kernel's state, LAYER_SYNC_WORDS int32 zeros between launches (kernels/decode_layer.py):
 CLAIMED = tl.constexpr(0)       # + stage: how many of the stage's tiles programs have taken
 DONE = tl.constexpr(10)         # + stage: how many of them are finished
 SPLIT_DONE = tl.constexpr(20)   # + split: gate/up tiles finished that the down projection's K split reads (<= 8)
 EXITED = tl.constexpr(30)       # programs that have run out of tiles
 WAIT_FAILED = tl.constexpr(31)  # under the interpreter: a tile waited for tiles not run (kept; the host raises)
+COUNTERS = tl.constexpr(32)     # the words above, zeroed by the persistent launch's last program out
+READY = tl.constexpr(32)        # + work item: its partial sums are stored (stream-K); reset by the item adding them
+STREAM_K_MAX_ITEMS = LAYER_SYNC_WORDS - COUNTERS.value
+STREAM_K_STAGES = (2, 4, 6, 7)  # the projections (`_projection_item`)
 
 
 @triton.jit
@@ -119,12 +135,12 @@ def _count_done(counter_ptr):
 
 
 @triton.jit
-def _exit(sync_ptr, num_programs, SYNC_WORDS: tl.constexpr):
-    """The last program out zeroes the state for the next launch: every other one has finished."""
+def _exit(sync_ptr, num_programs):
+    """The last program out zeroes the counters for the next launch: every other one has finished."""
     tl.debug_barrier()
     if tl.atomic_add(sync_ptr + EXITED, 1, sem="acq_rel", scope="gpu") == num_programs - 1:
-        words = tl.arange(0, SYNC_WORDS)
-        tl.store(sync_ptr + words, tl.zeros([SYNC_WORDS], tl.int32), mask=words < WAIT_FAILED)
+        words = tl.arange(0, COUNTERS)
+        tl.store(sync_ptr + words, tl.zeros([COUNTERS], tl.int32), mask=words < WAIT_FAILED)
 
 
 @triton.jit
@@ -180,17 +196,6 @@ def _prefetch_stage(pid, STAGE: tl.constexpr, wq_ptr, wk_ptr, wv_ptr, wo_ptr, ga
 
 
 @triton.jit
-def _qkv_tile(t, cols, xn_ptr, qkv_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, B, C, NQ, NKV, eps,
-              HAS_QKV_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BN_QKV: tl.constexpr, BK_QKV: tl.constexpr,
-              DOT_FP32: tl.constexpr):
-    """Stage 2, tile t (`cols` tiles a row block): qkv = xn @ [wq; wk; wv].T + b."""
-    _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, xn_ptr, xn_ptr, xn_ptr, qkv_ptr,
-                       wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, B, C, NQ, NKV, NKV, eps,
-                       C, 0, NQ + 2 * NKV, 3, False, HAS_QKV_BIAS, False, False,
-                       BLOCK_B, BN_QKV, BK_QKV, True, DOT_FP32, True, False)
-
-
-@triton.jit
 def _attention_tile(t, qkv_ptr, q_ptr, attn_ptr, cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr, slot_ptr, start_ptr,
                     end_ptr, NQ, NKV, H_Q, H_KV, qk_scale_log2, stride_cos, stride_sin, stride_cb, stride_ch,
                     stride_cs, HALF: tl.constexpr, G: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_G: tl.constexpr,
@@ -211,24 +216,198 @@ def _attention_tile(t, qkv_ptr, q_ptr, attn_ptr, cos_ptr, sin_ptr, pos_ptr, kc_p
 
 
 @triton.jit
-def _o_tile(t, cols, attn_ptr, x_ptr, h_ptr, wo_ptr, bo_ptr, B, C, NQ, eps, HAS_O_BIAS: tl.constexpr,
-            BLOCK_B: tl.constexpr, BN_O: tl.constexpr, BK_O: tl.constexpr, DOT_FP32: tl.constexpr):
-    """Stage 4, tile t: h = x + attn @ wo.T."""
-    _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, attn_ptr, attn_ptr, x_ptr, h_ptr,
-                       wo_ptr, wo_ptr, wo_ptr, bo_ptr, bo_ptr, bo_ptr, B, NQ, C, 0, 0, eps,
-                       NQ, C, C, 1, False, HAS_O_BIAS, True, False,
-                       BLOCK_B, BN_O, BK_O, True, DOT_FP32, True, False)
+def _stream_k_share(item, items, total):
+    """Units [lo, hi) of work item `item`: `items` items share `total` units evenly, in order."""
+    return item * total // items, (item + 1) * total // items
 
 
 @triton.jit
-def _gate_up_tile(t, cols, hn_ptr, act_ptr, gate_ptr, up_ptr, b_gate_ptr, b_up_ptr, B, C, FF, eps,
-                  HAS_MLP_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BN_GATE_UP: tl.constexpr,
-                  BK_GATE_UP: tl.constexpr, DOT_FP32: tl.constexpr):
-    """Stage 6, tile t: act = silu(hn @ gate.T) * (hn @ up.T)."""
-    _fused_linear_tile(t % cols, (t // cols) * BLOCK_B, hn_ptr, hn_ptr, hn_ptr, act_ptr,
-                       gate_ptr, up_ptr, gate_ptr, b_gate_ptr, b_up_ptr, b_gate_ptr, B, C, FF, FF, 0, eps,
-                       C, 0, FF, 2, False, HAS_MLP_BIAS, False, True,
-                       BLOCK_B, BN_GATE_UP, BK_GATE_UP, True, DOT_FP32, True, False)
+def _stream_k_item_of(unit, items, total):
+    """The work item whose share holds `unit` (the largest item whose share starts at or before it)."""
+    return ((unit + 1) * items - 1) // total
+
+
+@triton.jit
+def _add_stored_partials(acc, acc_up, first_item, item, here, here_up, size, sync_ptr, TWO: tl.constexpr,
+                         INTERPRETED: tl.constexpr):
+    """acc (and acc_up) [BLOCK_B, BLOCK_N], a tile's last K range, after the partial sums that items
+    [first_item, item) stored for its earlier K ranges, added in K order (so every step sums in the same
+    order); each of those items' READY flag reset for the next launch (one item reads each)."""
+    total = tl.zeros_like(acc)
+    total_up = tl.zeros_like(acc_up)
+    for j in range(first_item, item):
+        _wait_until(sync_ptr, READY + j, 1, INTERPRETED)
+        # from L2 (.cg): this SM's L1 may still hold what an earlier stage stored at the same place
+        total += tl.load(here + j * size, cache_modifier=".cg")
+        if TWO:
+            total_up += tl.load(here_up + j * size, cache_modifier=".cg")
+        tl.atomic_xchg(sync_ptr + READY + j, 0, sem="relaxed", scope="gpu")
+    return total + acc, total_up + acc_up
+
+
+@triton.jit
+def _linear_piece(t, row0, k_lo, k_hi, item, first_item, final, x_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr,
+                  b0_ptr, b1_ptr, b2_ptr, partial_ptr, sync_ptr, B, K, N0, N1, N2, stride_xb, stride_rb, stride_ob,
+                  NUM_W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr,
+                  BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_FP32: tl.constexpr,
+                  SPLIT: tl.constexpr, INTERPRETED: tl.constexpr):
+    """Columns tile t (over the weights laid end to end, as `_fused_linear_tile`) of rows [row0,
+    row0 + BLOCK_B), its K range [k_lo, k_hi) of x already normed. Without SPLIT the range is all
+    of K and the tile's output is written. With SPLIT (stream-K) a `final` range (the tile's last)
+    first adds the partials of items [first_item, item); any other range stores its fp32 partial
+    sums as item `item`'s (partial_ptr [items, 2, BLOCK_B, BLOCK_N]) and flags them READY."""
+    w_ptr, b_ptr, rows, cols, N, out_cols, cmask = _tile_columns(t, row0, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr,
+                                                                 b2_ptr, N0, N1, N2, NUM_W > 1 and not SILU_MUL,
+                                                                 BLOCK_B, BLOCK_N)
+    mask = (rows[:, None] < B) & cmask[None, :]
+    dt = x_ptr.dtype.element_ty
+    r, bias, bias_up = _epilogue_operands(res_ptr, b_ptr, b1_ptr, rows, cols, cmask, out_cols, mask, stride_rb,
+                                          HAS_RES, HAS_BIAS, SILU_MUL, BLOCK_B, BLOCK_N)
+    acc, acc_up = _project_pipelined(x_ptr, stride_xb, rows, B, k_lo, k_hi, K, w_ptr, cols, N, w1_ptr, cols, N,
+                                     SILU_MUL, BLOCK_B, BLOCK_N, BLOCK_K, DOT_FP32)
+    if SPLIT:
+        size = 2 * BLOCK_B * BLOCK_N                                       # one item's partials
+        here = partial_ptr + tl.arange(0, BLOCK_B)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        here_up = here + BLOCK_B * BLOCK_N
+        if final:
+            acc, acc_up = _add_stored_partials(acc, acc_up, first_item, item, here, here_up, size, sync_ptr,
+                                               SILU_MUL, INTERPRETED)
+            _epilogue(acc, acc_up, r, bias, bias_up, out_ptr, rows, out_cols, mask, stride_ob, dt, SILU_MUL, HAS_RES)
+        else:
+            tl.store(here + item * size, acc)
+            if SILU_MUL:
+                tl.store(here_up + item * size, acc_up)
+            _count_done(sync_ptr + READY + item)
+    else:
+        _epilogue(acc, acc_up, r, bias, bias_up, out_ptr, rows, out_cols, mask, stride_ob, dt, SILU_MUL, HAS_RES)
+
+
+@triton.jit
+def _projection_piece(S: tl.constexpr, t, k_lo, k_hi, item, first_item, final, xn_ptr, qkv_ptr, attn_ptr, x_ptr,
+                      h_ptr, hn_ptr, act_ptr, out_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr,
+                      gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, stream_k_ptr, sync_ptr,
+                      B, C, FF, NQ, NKV, HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr,
+                      HAS_MLP_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BN_QKV: tl.constexpr, BK_QKV: tl.constexpr,
+                      BN_O: tl.constexpr, BK_O: tl.constexpr, BN_GATE_UP: tl.constexpr, BK_GATE_UP: tl.constexpr,
+                      BN_DOWN: tl.constexpr, BK_DOWN: tl.constexpr, DOT_FP32: tl.constexpr, SPLIT: tl.constexpr,
+                      INTERPRETED: tl.constexpr):
+    """Tile t's K range [k_lo, k_hi) of projection stage S (`_linear_piece`):
+      2 qkv      qkv = xn @ [wq; wk; wv].T + b
+      4 o        h = x + attn @ wo.T
+      6 gate/up  act = silu(hn @ gate.T) * (hn @ up.T)
+      7 down     out = h + act @ down.T (stream-K only: else `_down_tile`)"""
+    if S == 2:
+        cols = tl.cdiv(NQ, BN_QKV) + 2 * tl.cdiv(NKV, BN_QKV)
+        _linear_piece(t % cols, (t // cols) * BLOCK_B, k_lo, k_hi, item, first_item, final, xn_ptr, xn_ptr, qkv_ptr,
+                      wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, stream_k_ptr, sync_ptr, B, C, NQ, NKV, NKV,
+                      C, 0, NQ + 2 * NKV, 3, HAS_QKV_BIAS, False, False, BLOCK_B, BN_QKV, BK_QKV, DOT_FP32, SPLIT,
+                      INTERPRETED)
+    if S == 4:
+        cols = tl.cdiv(C, BN_O)
+        _linear_piece(t % cols, (t // cols) * BLOCK_B, k_lo, k_hi, item, first_item, final, attn_ptr, x_ptr, h_ptr,
+                      wo_ptr, wo_ptr, wo_ptr, bo_ptr, bo_ptr, bo_ptr, stream_k_ptr, sync_ptr, B, NQ, C, 0, 0,
+                      NQ, C, C, 1, HAS_O_BIAS, True, False, BLOCK_B, BN_O, BK_O, DOT_FP32, SPLIT, INTERPRETED)
+    if S == 6:
+        cols = tl.cdiv(FF, BN_GATE_UP)
+        _linear_piece(t % cols, (t // cols) * BLOCK_B, k_lo, k_hi, item, first_item, final, hn_ptr, hn_ptr, act_ptr,
+                      gate_ptr, up_ptr, gate_ptr, b_gate_ptr, b_up_ptr, b_gate_ptr, stream_k_ptr, sync_ptr, B, C, FF,
+                      FF, 0, C, 0, FF, 2, HAS_MLP_BIAS, False, True, BLOCK_B, BN_GATE_UP, BK_GATE_UP, DOT_FP32,
+                      SPLIT, INTERPRETED)
+    if S == 7:
+        cols = tl.cdiv(C, BN_DOWN)
+        _linear_piece(t % cols, (t // cols) * BLOCK_B, k_lo, k_hi, item, first_item, final, act_ptr, h_ptr, out_ptr,
+                      down_ptr, down_ptr, down_ptr, b_down_ptr, b_down_ptr, b_down_ptr, stream_k_ptr, sync_ptr, B, FF,
+                      C, 0, 0, FF, C, C, 1, HAS_MLP_BIAS, True, False, BLOCK_B, BN_DOWN, BK_DOWN, DOT_FP32, SPLIT,
+                      INTERPRETED)
+
+
+@triton.jit
+def _projection_geometry(S: tl.constexpr, B, C, FF, NQ, NKV, BLOCK_B: tl.constexpr, BN_QKV: tl.constexpr,
+                         BK_QKV: tl.constexpr, BN_O: tl.constexpr, BK_O: tl.constexpr, BN_GATE_UP: tl.constexpr,
+                         BK_GATE_UP: tl.constexpr, BN_DOWN: tl.constexpr, BK_DOWN: tl.constexpr):
+    """Projection stage S's tiles (row blocks x column tiles), K, and K block."""
+    row_blocks = tl.cdiv(B, BLOCK_B)
+    tiles = row_blocks * tl.cdiv(FF, BN_GATE_UP)
+    K = C
+    block_k = BK_GATE_UP
+    if S == 2:
+        tiles = row_blocks * (tl.cdiv(NQ, BN_QKV) + 2 * tl.cdiv(NKV, BN_QKV))
+        block_k = BK_QKV
+    if S == 4:
+        tiles = row_blocks * tl.cdiv(C, BN_O)
+        K = NQ
+        block_k = BK_O
+    if S == 7:
+        tiles = row_blocks * tl.cdiv(C, BN_DOWN)
+        K = FF
+        block_k = BK_DOWN
+    return tiles, K, block_k
+
+
+@triton.jit
+def _projection_items(S: tl.constexpr, items, B, C, FF, NQ, NKV, BLOCK_B: tl.constexpr, BN_QKV: tl.constexpr,
+                      BK_QKV: tl.constexpr, BN_O: tl.constexpr, BK_O: tl.constexpr, BN_GATE_UP: tl.constexpr,
+                      BK_GATE_UP: tl.constexpr, BN_DOWN: tl.constexpr, BK_DOWN: tl.constexpr, STREAM_K: tl.constexpr):
+    """How many work items projection stage S has: its tiles, or with stream-K `items` (at most one
+    per (tile, K block) unit)."""
+    tiles, K, block_k = _projection_geometry(S, B, C, FF, NQ, NKV, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP,
+                                             BK_GATE_UP, BN_DOWN, BK_DOWN)
+    if STREAM_K & (1 << S) != 0:
+        tiles = tl.minimum(items, tiles * tl.cdiv(K, block_k))
+    return tiles
+
+
+@triton.jit
+def _projection_item(S: tl.constexpr, item, items, per_split, xn_ptr, qkv_ptr, attn_ptr, x_ptr, h_ptr, hn_ptr,
+                     act_ptr, out_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr, gate_ptr, up_ptr,
+                     down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, stream_k_ptr, sync_ptr, B, C, FF, NQ, NKV,
+                     HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, HAS_MLP_BIAS: tl.constexpr,
+                     BLOCK_B: tl.constexpr, BN_QKV: tl.constexpr, BK_QKV: tl.constexpr, BN_O: tl.constexpr,
+                     BK_O: tl.constexpr, BN_GATE_UP: tl.constexpr, BK_GATE_UP: tl.constexpr, BN_DOWN: tl.constexpr,
+                     BK_DOWN: tl.constexpr, STREAM_K: tl.constexpr, COUNT_SPLITS: tl.constexpr,
+                     DOT_FP32: tl.constexpr, INTERPRETED: tl.constexpr):
+    """Work item `item` of projection stage S (2 qkv, 4 o, 6 gate/up, 7 down). Without stream-K for S
+    (bit S of STREAM_K) the item is a tile and all of its K. With it, the stage's (tile, K block)
+    units are shared evenly by `items` items in order (stream-K, Osama et al. 2023), so that a
+    stage with fewer tiles than SMs (gate/up at Qwen2.5-0.5B: 76 tiles for 132 SMs) still keeps
+    every SM reading weights; a tile cut between items is finished by the item holding its last K
+    block, which adds the others' stored partials. An item runs its tiles last to first: the K range
+    it shares with the next item is stored first (the next item finishes that tile at its own end),
+    and the range it finishes, shared with the item before, comes last, long after that item stored
+    its part at its start. COUNT_SPLITS (persistent launch): count each finished gate/up tile for
+    the down splits that read it."""
+    tiles, K, block_k = _projection_geometry(S, B, C, FF, NQ, NKV, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP,
+                                             BK_GATE_UP, BN_DOWN, BK_DOWN)
+    if STREAM_K & (1 << S) != 0:
+        units = tl.cdiv(K, block_k)
+        total = tiles * units
+        items = tl.minimum(items, total)                 # as `_projection_items` counts them
+        lo, hi = _stream_k_share(item, items, total)
+        last_tile = (hi - 1) // units
+        for t in range(last_tile, lo // units - 1, -1):
+            u_lo = tl.maximum(lo, t * units)
+            u_hi = tl.minimum(hi, (t + 1) * units)
+            final = u_hi == (t + 1) * units
+            first_item = _stream_k_item_of(t * units, items, total)
+            k_lo = (u_lo - t * units) * block_k
+            k_hi = tl.minimum((u_hi - t * units) * block_k, K)
+            _projection_piece(S, t, k_lo, k_hi, item, first_item, final, xn_ptr, qkv_ptr, attn_ptr, x_ptr, h_ptr,
+                              hn_ptr, act_ptr, out_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr,
+                              gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, stream_k_ptr, sync_ptr, B, C,
+                              FF, NQ, NKV, HAS_QKV_BIAS, HAS_O_BIAS, HAS_MLP_BIAS, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O,
+                              BN_GATE_UP, BK_GATE_UP, BN_DOWN, BK_DOWN, DOT_FP32, True, INTERPRETED)
+            if COUNT_SPLITS and S == 6:
+                if final:
+                    _count_gate_up_tile(t, tl.cdiv(FF, BN_GATE_UP), per_split, sync_ptr, FF, BN_GATE_UP)
+    else:
+        tl.static_assert(S != 7, "the down projection without stream-K is `_down_tile`")
+        _projection_piece(S, item, 0, K, item, item, True, xn_ptr, qkv_ptr, attn_ptr, x_ptr, h_ptr, hn_ptr, act_ptr,
+                          out_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr, gate_ptr, up_ptr,
+                          down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, stream_k_ptr, sync_ptr, B, C, FF, NQ, NKV,
+                          HAS_QKV_BIAS, HAS_O_BIAS, HAS_MLP_BIAS, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP,
+                          BK_GATE_UP, BN_DOWN, BK_DOWN, DOT_FP32, False, INTERPRETED)
+        if COUNT_SPLITS and S == 6:
+            _count_gate_up_tile(item, tl.cdiv(FF, BN_GATE_UP), per_split, sync_ptr, FF, BN_GATE_UP)
 
 
 @triton.jit
@@ -296,8 +475,8 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                          out_normed_ptr, attn_norm_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr,
                          mlp_norm_ptr, gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, next_norm_ptr,
                          cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr, slot_ptr, start_ptr, end_ptr, sync_ptr,
-                         B, C, FF, NQ, NKV, H_Q, H_KV, eps, qk_scale_log2, stride_cos, stride_sin,
-                         stride_cb, stride_ch, stride_cs,
+                         stream_k_ptr, B, C, FF, NQ, NKV, H_Q, H_KV, eps, qk_scale_log2, stride_cos, stride_sin,
+                         stride_cb, stride_ch, stride_cs, items,
                          STAGE: tl.constexpr, HALF: tl.constexpr, G: tl.constexpr, BLOCK_H: tl.constexpr,
                          BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
                          HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, HAS_MLP_BIAS: tl.constexpr,
@@ -305,7 +484,7 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                          BK_O: tl.constexpr, BN_GATE_UP: tl.constexpr, BK_GATE_UP: tl.constexpr,
                          BN_DOWN: tl.constexpr, BK_DOWN: tl.constexpr, DOWN_SPLITS: tl.constexpr,
                          NORMED: tl.constexpr, NEXT_NORM: tl.constexpr, PREFETCH: tl.constexpr,
-                         SYNC_WORDS: tl.constexpr, INTERPRETED: tl.constexpr, DOT_FP32: tl.constexpr,
+                         STREAM_K: tl.constexpr, INTERPRETED: tl.constexpr, DOT_FP32: tl.constexpr,
                          USE_PDL: tl.constexpr):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -314,6 +493,18 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
     cols_o = tl.cdiv(C, BN_O)
     cols_gate_up = tl.cdiv(FF, BN_GATE_UP)
     cols_down = tl.cdiv(C, BN_DOWN)
+    DOWN_STREAM_K: tl.constexpr = STREAM_K & (1 << 7) != 0          # then DOWN_SPLITS is 1
+    work_qkv = _projection_items(2, items, B, C, FF, NQ, NKV, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP,
+                                 BK_GATE_UP, BN_DOWN, BK_DOWN, STREAM_K)
+    work_o = _projection_items(4, items, B, C, FF, NQ, NKV, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP,
+                               BK_GATE_UP, BN_DOWN, BK_DOWN, STREAM_K)
+    work_gate_up = _projection_items(6, items, B, C, FF, NQ, NKV, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP,
+                                     BK_GATE_UP, BN_DOWN, BK_DOWN, STREAM_K)
+    work_down = row_blocks * cols_down * DOWN_SPLITS
+    if DOWN_STREAM_K:
+        work_down = _projection_items(7, items, B, C, FF, NQ, NKV, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP,
+                                      BK_GATE_UP, BN_DOWN, BK_DOWN, STREAM_K)
+    tiles = (B, work_qkv, B * H_KV, work_o, B, work_gate_up, work_down, B)    # each stage's (rows, or work items)
     per_split = tl.cdiv(tl.cdiv(FF, DOWN_SPLITS), BK_DOWN) * BK_DOWN
     if USE_PDL and STAGE != 0 and PREFETCH & (1 << STAGE) != 0:
         _prefetch_stage(pid, STAGE, wq_ptr, wk_ptr, wv_ptr, wo_ptr, gate_ptr, up_ptr, down_ptr, kc_ptr, vc_ptr,
@@ -324,32 +515,27 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
     bias = tl.zeros([BLOCK_C], tl.float32)                 # stage 8's: the down bias, added to the split sum
     if HAS_MLP_BIAS and DOWN_SPLITS > 1 and (STAGE == 0 or STAGE == 8):
         bias = tl.load(b_down_ptr + tl.arange(0, BLOCK_C), mask=tl.arange(0, BLOCK_C) < C, other=0.0).to(tl.float32)
-    # staged: one launch per stage, a program per tile
+    # staged: one launch per stage, a program per tile (or stream-K work item)
     if STAGE == 1:
         for row in range(pid, B, num_programs):
             _norm_row(row, x_ptr, attn_norm_ptr, xn_ptr, C, eps, BLOCK_C)
-    if STAGE == 2:
-        for t in range(pid, row_blocks * cols_qkv, num_programs):
-            _qkv_tile(t, cols_qkv, xn_ptr, qkv_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, B, C, NQ, NKV, eps,
-                      HAS_QKV_BIAS, BLOCK_B, BN_QKV, BK_QKV, DOT_FP32)
+    if STAGE == 2 or STAGE == 4 or STAGE == 6 or (STAGE == 7 and DOWN_STREAM_K):
+        for item in range(pid, tiles[STAGE - 1], num_programs):
+            _projection_item(STAGE, item, items, per_split, xn_ptr, qkv_ptr, attn_ptr, x_ptr, h_ptr, hn_ptr, act_ptr,
+                             out_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr, gate_ptr, up_ptr,
+                             down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, stream_k_ptr, sync_ptr, B, C, FF, NQ, NKV,
+                             HAS_QKV_BIAS, HAS_O_BIAS, HAS_MLP_BIAS, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP,
+                             BK_GATE_UP, BN_DOWN, BK_DOWN, STREAM_K, False, DOT_FP32, INTERPRETED)
     if STAGE == 3:
         for t in range(pid, B * H_KV, num_programs):
             _attention_tile(t, qkv_ptr, q_ptr, attn_ptr, cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr, slot_ptr, start_ptr,
                             end_ptr, NQ, NKV, H_Q, H_KV, qk_scale_log2, stride_cos, stride_sin, stride_cb, stride_ch,
                             stride_cs, HALF, G, BLOCK_H, BLOCK_G, BLOCK_S)
-    if STAGE == 4:
-        for t in range(pid, row_blocks * cols_o, num_programs):
-            _o_tile(t, cols_o, attn_ptr, x_ptr, h_ptr, wo_ptr, bo_ptr, B, C, NQ, eps, HAS_O_BIAS, BLOCK_B, BN_O, BK_O,
-                    DOT_FP32)
     if STAGE == 5:
         for row in range(pid, B, num_programs):
             _norm_row(row, h_ptr, mlp_norm_ptr, hn_ptr, C, eps, BLOCK_C)
-    if STAGE == 6:
-        for t in range(pid, row_blocks * cols_gate_up, num_programs):
-            _gate_up_tile(t, cols_gate_up, hn_ptr, act_ptr, gate_ptr, up_ptr, b_gate_ptr, b_up_ptr, B, C, FF, eps,
-                          HAS_MLP_BIAS, BLOCK_B, BN_GATE_UP, BK_GATE_UP, DOT_FP32)
-    if STAGE == 7:
-        for t in range(pid, row_blocks * cols_down * DOWN_SPLITS, num_programs):
+    if STAGE == 7 and not DOWN_STREAM_K:
+        for t in range(pid, tiles[6], num_programs):
             _down_tile(t, cols_down, per_split, act_ptr, h_ptr, out_ptr, partial_ptr, down_ptr, b_down_ptr, B, C, FF,
                        eps, HAS_MLP_BIAS, BLOCK_B, BN_DOWN, BK_DOWN, DOWN_SPLITS, DOT_FP32)
     if STAGE == 8:
@@ -359,8 +545,6 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
     # persistent: every program takes the next tile of a stage from its queue, later stages once a
     # stage's queue is empty, and before running a tile waits only until what the tile reads is done
     if STAGE == 0:
-        tiles = (B, row_blocks * cols_qkv, B * H_KV, row_blocks * cols_o, B, row_blocks * cols_gate_up,
-                 row_blocks * cols_down * DOWN_SPLITS, B)
         for S in tl.static_range(1, 9):
             if (S != 1 or not NORMED) and (S != 8 or DOWN_SPLITS > 1 or NEXT_NORM):
                 t = _claim(sync_ptr, S)
@@ -370,7 +554,7 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                                         vc_ptr, start_ptr, end_ptr, C, FF, NQ, NKV, H_KV, stride_cb, stride_ch,
                                         stride_cs, cols_qkv, cols_o, cols_gate_up, cols_down, per_split,
                                         BN_QKV, BN_O, BN_GATE_UP, BN_DOWN, DOWN_SPLITS)
-                    if S == 7:                           # a down tile waits only for its K split's gate/up
+                    if S == 7 and not DOWN_STREAM_K:     # a down tile waits only for its K split's gate/up
                         split = t % DOWN_SPLITS
                         _wait_until(sync_ptr, SPLIT_DONE + split,
                                     _gate_up_tiles_of_split(split, per_split, row_blocks, FF, BN_GATE_UP), INTERPRETED)
@@ -379,23 +563,20 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                             _wait_until(sync_ptr, DONE + S - 1, tiles[S - 2], INTERPRETED)
                     if S == 1:
                         _norm_row(t, x_ptr, attn_norm_ptr, xn_ptr, C, eps, BLOCK_C)
-                    if S == 2:
-                        _qkv_tile(t, cols_qkv, xn_ptr, qkv_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, B, C,
-                                  NQ, NKV, eps, HAS_QKV_BIAS, BLOCK_B, BN_QKV, BK_QKV, DOT_FP32)
+                    if S == 2 or S == 4 or S == 6 or (S == 7 and DOWN_STREAM_K):
+                        _projection_item(S, t, items, per_split, xn_ptr, qkv_ptr, attn_ptr, x_ptr, h_ptr, hn_ptr,
+                                         act_ptr, out_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr,
+                                         bo_ptr, gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr,
+                                         stream_k_ptr, sync_ptr, B, C, FF, NQ, NKV, HAS_QKV_BIAS, HAS_O_BIAS,
+                                         HAS_MLP_BIAS, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP, BK_GATE_UP,
+                                         BN_DOWN, BK_DOWN, STREAM_K, True, DOT_FP32, INTERPRETED)
                     if S == 3:
                         _attention_tile(t, qkv_ptr, q_ptr, attn_ptr, cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr,
                                         slot_ptr, start_ptr, end_ptr, NQ, NKV, H_Q, H_KV, qk_scale_log2, stride_cos,
                                         stride_sin, stride_cb, stride_ch, stride_cs, HALF, G, BLOCK_H, BLOCK_G, BLOCK_S)
-                    if S == 4:
-                        _o_tile(t, cols_o, attn_ptr, x_ptr, h_ptr, wo_ptr, bo_ptr, B, C, NQ, eps, HAS_O_BIAS, BLOCK_B,
-                                BN_O, BK_O, DOT_FP32)
                     if S == 5:
                         _norm_row(t, h_ptr, mlp_norm_ptr, hn_ptr, C, eps, BLOCK_C)
-                    if S == 6:
-                        _gate_up_tile(t, cols_gate_up, hn_ptr, act_ptr, gate_ptr, up_ptr, b_gate_ptr, b_up_ptr, B, C,
-                                      FF, eps, HAS_MLP_BIAS, BLOCK_B, BN_GATE_UP, BK_GATE_UP, DOT_FP32)
-                        _count_gate_up_tile(t, cols_gate_up, per_split, sync_ptr, FF, BN_GATE_UP)
-                    if S == 7:
+                    if S == 7 and not DOWN_STREAM_K:
                         _down_tile(t, cols_down, per_split, act_ptr, h_ptr, out_ptr, partial_ptr, down_ptr, b_down_ptr,
                                    B, C, FF, eps, HAS_MLP_BIAS, BLOCK_B, BN_DOWN, BK_DOWN, DOWN_SPLITS, DOT_FP32)
                     if S == 8:
@@ -403,7 +584,7 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                                    BLOCK_C, DOWN_SPLITS, NEXT_NORM)
                     _count_done(sync_ptr + DONE + S)
                     t = _claim(sync_ptr, S)
-        _exit(sync_ptr, num_programs, SYNC_WORDS)
+        _exit(sync_ptr, num_programs)
 
 
 @dataclass(frozen=True)
@@ -421,6 +602,8 @@ class LayerConfig:
     prefetch: tuple[int, ...] = ()      # stages whose tiles first L2-prefetch their inputs (`_prefetch_stage`)
     programs_per_sm: int = 1            # the persistent launch's programs; more than one are resident
                                         # only where shared memory holds them (fewer num_stages)
+    stream_k: tuple[int, ...] = ()      # projection stages (2, 4, 6, 7) whose tile x K-block units work items share
+    stream_k_items: int | None = None   # how many work items; None: one per SM (`_projection_item`)
     num_warps: int = 4
     num_stages: int = 4
 
@@ -429,6 +612,16 @@ class LayerConfig:
             raise ValueError(f"LayerConfig: prefetch={self.prefetch}: stages {PREFETCH_STAGES} can prefetch")
         if self.programs_per_sm < 1:
             raise ValueError(f"LayerConfig: programs_per_sm={self.programs_per_sm} must be at least 1")
+        if not set(self.stream_k) <= set(STREAM_K_STAGES):
+            raise ValueError(f"LayerConfig: stream_k={self.stream_k}: stages {STREAM_K_STAGES} can share units")
+        if set(self.stream_k) & set(self.prefetch):
+            raise ValueError(f"LayerConfig: stages {sorted(set(self.stream_k) & set(self.prefetch))} in both stream_k "
+                             f"and prefetch (a work item's prefetch is not written)")
+        if 7 in self.stream_k and (self.down_splits or 1) > 1:
+            raise ValueError(f"LayerConfig: down_splits={self.down_splits} with stage 7 in stream_k, which splits "
+                             f"the down projection's K itself")
+        if self.stream_k_items is not None and not 1 <= self.stream_k_items <= STREAM_K_MAX_ITEMS:
+            raise ValueError(f"LayerConfig: stream_k_items={self.stream_k_items} must be 1 to {STREAM_K_MAX_ITEMS}")
 
 
 def layer_config_from_env() -> LayerConfig:
@@ -542,14 +735,28 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
     out_normed = out if next_norm is None else new(B, C)
     G = H_q // H_kv
     rows = triton.cdiv(B, block_b)
-    splits = config.down_splits or down_splits(rows * triton.cdiv(C, config.down[0]), x.device)
+    splits = 1 if 7 in config.stream_k else config.down_splits or down_splits(rows * triton.cdiv(C, config.down[0]),
+                                                                             x.device)
     partial = torch.empty((splits, B, C), dtype=torch.float32, device=x.device) if splits > 1 else out
+    # the projections: (tiles, K, (block_n, block_k)); with stream-K their work items share the units
+    projections = {2: (rows * (triton.cdiv(NQ, config.qkv[0]) + 2 * triton.cdiv(NKV, config.qkv[0])), C, config.qkv),
+                   4: (rows * triton.cdiv(C, config.o[0]), NQ, config.o),
+                   6: (rows * triton.cdiv(FF, config.gate_up[0]), C, config.gate_up),
+                   7: (rows * triton.cdiv(C, config.down[0]) * splits, FF, config.down)}
+    items = config.stream_k_items or parallel_programs(x.device) // 2
+    if x.is_cuda and config.stream_k and items > parallel_programs(x.device) // 2:
+        raise ValueError(f"decode_layer: stream_k_items={items} is more than the SMs: the items wait for each "
+                         f"other, so all must be resident")
+    work = {S: min(items, tiles * triton.cdiv(K, bk)) if S in config.stream_k else tiles
+            for S, (tiles, K, (_, bk)) in projections.items()}
+    stream_k = (torch.empty(items * 2 * block_b * max(projections[S][2][0] for S in config.stream_k),
+                            dtype=torch.float32, device=x.device) if config.stream_k else sync)
     args = (x, xn, qkv, q, attn, h, hn, act, partial, out, out_normed, w.attn_norm, w.wq, w.wk, w.wv, bq, bk, bv,
             w.wo, w.wq if w.o_bias is None else w.o_bias, w.mlp_norm, w.gate, w.up, w.down, b_gate, b_up, b_down,
             w.mlp_norm if next_norm is None else next_norm, cos, sin, positions, k_cache, v_cache, slot, kv_start,
-            kv_end, sync,
+            kv_end, sync, stream_k,
             B, C, FF, NQ, NKV, H_q, H_kv, eps, D ** -0.5 * math.log2(math.e), cos.stride(0), sin.stride(0),
-            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2))
+            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), items)
     meta = dict(HALF=D // 2, G=G, BLOCK_H=triton.next_power_of_2(G), BLOCK_G=max(16, triton.next_power_of_2(G)),
                 BLOCK_S=config.attention_block, BLOCK_C=triton.next_power_of_2(C), HAS_QKV_BIAS=w.qkv_bias is not None,
                 HAS_O_BIAS=w.o_bias is not None, HAS_MLP_BIAS=w.mlp_bias is not None, BLOCK_B=block_b,
@@ -557,7 +764,8 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
                 BN_GATE_UP=config.gate_up[0], BK_GATE_UP=config.gate_up[1], BN_DOWN=config.down[0],
                 BK_DOWN=config.down[1], DOWN_SPLITS=splits,
                 NORMED=normed is not None, NEXT_NORM=next_norm is not None,
-                PREFETCH=sum(1 << stage for stage in set(config.prefetch)), SYNC_WORDS=LAYER_SYNC_WORDS,
+                PREFETCH=sum(1 << stage for stage in set(config.prefetch)),
+                STREAM_K=sum(1 << stage for stage in set(config.stream_k)),
                 INTERPRETED=os.environ.get("TRITON_INTERPRET") == "1",
                 DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
                 num_warps=config.num_warps, num_stages=config.num_stages, **pdl_options(x.device))
@@ -565,16 +773,13 @@ def decode_layer_triton(x, w, eps, cos, sin, positions, k_cache, v_cache, slot, 
         # programs_per_sm a SM (2 x that under the interpreter); the queues need none of them resident together
         programs = parallel_programs(x.device) // 2 * config.programs_per_sm
         _decode_layer_kernel[(programs,)](*args, STAGE=ALL_STAGES, **meta)
-        if meta["INTERPRETED"] and sync[WAIT_FAILED.value].item():
-            sync.zero_()
-            raise RuntimeError("decode_layer: a persistent tile waited for tiles that were never run")
     else:
-        tiles = {1: B if normed is None else 0,
-                 2: rows * (triton.cdiv(NQ, config.qkv[0]) + 2 * triton.cdiv(NKV, config.qkv[0])),
-                 3: B * H_kv, 4: rows * triton.cdiv(C, config.o[0]), 5: B,
-                 6: rows * triton.cdiv(FF, config.gate_up[0]), 7: rows * triton.cdiv(C, config.down[0]) * splits,
+        tiles = {1: B if normed is None else 0, 2: work[2], 3: B * H_kv, 4: work[4], 5: B, 6: work[6], 7: work[7],
                  8: B if splits > 1 or next_norm is not None else 0}
         for stage in STAGES:
             if tiles[stage]:
                 _decode_layer_kernel[(tiles[stage],)](*args, STAGE=stage, **meta)
+    if meta["INTERPRETED"] and sync[WAIT_FAILED.value].item():
+        sync.zero_()
+        raise RuntimeError("decode_layer: a tile waited for tiles (or a stream-K item for partials) never run")
     return out if next_norm is None else (out, out_normed)

@@ -182,27 +182,26 @@ def _weight_of_tile(pid, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr, N0, N1,
 
 
 @triton.jit
-def _fused_linear_tile(pid, row0, x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
-                       B, K, N0, N1, N2, eps, stride_xb, stride_rb, stride_ob,
-                       NUM_W: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
-                       HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr,
-                       BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr, PIPELINED: tl.constexpr,
-                       USE_PDL: tl.constexpr):
-    """Output columns tile `pid` (over the weights laid end to end) of rows [row0, row0 + BLOCK_B);
-    PIPELINED: `_project_pipelined` (many rows), else `_project`."""
+def _tile_columns(pid, row0, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr, N0, N1, N2, END_TO_END: tl.constexpr,
+                  BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Output columns tile `pid` of rows [row0, row0 + BLOCK_B): its weight and bias, rows [BLOCK_B],
+    weight rows cols [BLOCK_N] and that weight's N, where they land in the output (out_cols
+    [BLOCK_N]), and which of the columns exist (cmask [BLOCK_N])."""
     w_ptr, b_ptr, n_start, N, out_col = _weight_of_tile(pid, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
-                                                        N0, N1, N2, NUM_W > 1 and not SILU_MUL, BLOCK_N)
-    dt = x_ptr.dtype.element_ty
+                                                        N0, N1, N2, END_TO_END, BLOCK_N)
     rows = row0 + tl.arange(0, BLOCK_B)
     cols = n_start + tl.arange(0, BLOCK_N)
     cmask = cols < N
-    mask = (rows[:, None] < B) & cmask[None, :]
-    out_cols = out_col + cols
-    if not PIPELINED:
-        w, w_up = _first_chunks(w_ptr, cols, N, w1_ptr, cols, N, K, SILU_MUL, BLOCK_K)
-    wait_for_previous(USE_PDL)                                             # x is the previous kernel's output
-    # the epilogue's loads first: their latency then hides behind the projection
+    return w_ptr, b_ptr, rows, cols, N, out_col + cols, cmask
+
+
+@triton.jit
+def _epilogue_operands(res_ptr, b_ptr, b1_ptr, rows, cols, cmask, out_cols, mask, stride_rb,
+                       HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr,
+                       BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The residual [BLOCK_B, BLOCK_N] and biases [BLOCK_N] (gate's and up's with SILU_MUL) the
+    epilogue adds, in fp32 (zeros where absent). Loaded before the projection, so that their
+    latency hides behind it."""
     r = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
     if HAS_RES:
         r = tl.load(res_ptr + rows[:, None] * stride_rb + out_cols[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -212,6 +211,42 @@ def _fused_linear_tile(pid, row0, x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_pt
         bias = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
         if SILU_MUL:
             bias_up = tl.load(b1_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    return r, bias, bias_up
+
+
+@triton.jit
+def _epilogue(acc, acc_up, r, bias, bias_up, out_ptr, rows, out_cols, mask, stride_ob, DT: tl.constexpr,
+              SILU_MUL: tl.constexpr, HAS_RES: tl.constexpr):
+    """out = acc + bias, or silu(acc + bias) * (acc_up + bias_up), plus the residual, each step
+    rounded to the model dtype DT as the PyTorch reference rounds it; stored in out's dtype."""
+    y = (acc + bias[None, :]).to(DT).to(tl.float32)                       # F.linear's rounding
+    if SILU_MUL:
+        gate_act = (y * tl.sigmoid(y)).to(DT).to(tl.float32)
+        y = (gate_act * (acc_up + bias_up[None, :]).to(DT).to(tl.float32)).to(DT).to(tl.float32)
+    if HAS_RES:
+        y = (r + y).to(DT).to(tl.float32)
+    tl.store(out_ptr + rows[:, None] * stride_ob + out_cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _fused_linear_tile(pid, row0, x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr, b2_ptr,
+                       B, K, N0, N1, N2, eps, stride_xb, stride_rb, stride_ob,
+                       NUM_W: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       HAS_RES: tl.constexpr, SILU_MUL: tl.constexpr,
+                       BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       USE_DOT: tl.constexpr, DOT_FP32: tl.constexpr, PIPELINED: tl.constexpr,
+                       USE_PDL: tl.constexpr):
+    """Output columns tile `pid` (over the weights laid end to end) of rows [row0, row0 + BLOCK_B);
+    PIPELINED: `_project_pipelined` (many rows), else `_project`."""
+    w_ptr, b_ptr, rows, cols, N, out_cols, cmask = _tile_columns(pid, row0, w0_ptr, w1_ptr, w2_ptr, b0_ptr, b1_ptr,
+                                                                 b2_ptr, N0, N1, N2, NUM_W > 1 and not SILU_MUL,
+                                                                 BLOCK_B, BLOCK_N)
+    mask = (rows[:, None] < B) & cmask[None, :]
+    if not PIPELINED:
+        w, w_up = _first_chunks(w_ptr, cols, N, w1_ptr, cols, N, K, SILU_MUL, BLOCK_K)
+    wait_for_previous(USE_PDL)                                             # x is the previous kernel's output
+    r, bias, bias_up = _epilogue_operands(res_ptr, b_ptr, b1_ptr, rows, cols, cmask, out_cols, mask, stride_rb,
+                                          HAS_RES, HAS_BIAS, SILU_MUL, BLOCK_B, BLOCK_N)
     if PIPELINED:
         tl.static_assert(not HAS_NORM, "the pipelined loop takes x already normed")
         acc, acc_up = _project_pipelined(x_ptr, stride_xb, rows, B, 0, K, K, w_ptr, cols, N, w1_ptr, cols, N,
@@ -219,13 +254,8 @@ def _fused_linear_tile(pid, row0, x_ptr, nw_ptr, res_ptr, out_ptr, w0_ptr, w1_pt
     else:
         acc, acc_up = _project(x_ptr, nw_ptr, stride_xb, rows, B, K, eps, w, w_ptr, cols, N, w_up, w1_ptr, cols,
                                N, SILU_MUL, HAS_NORM, BLOCK_B, BLOCK_N, BLOCK_K, USE_DOT, DOT_FP32)
-    y = (acc + bias[None, :]).to(dt).to(tl.float32)                       # F.linear's rounding
-    if SILU_MUL:
-        gate_act = (y * tl.sigmoid(y)).to(dt).to(tl.float32)
-        y = (gate_act * (acc_up + bias_up[None, :]).to(dt).to(tl.float32)).to(dt).to(tl.float32)
-    if HAS_RES:
-        y = (r + y).to(dt).to(tl.float32)
-    tl.store(out_ptr + rows[:, None] * stride_ob + out_cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    _epilogue(acc, acc_up, r, bias, bias_up, out_ptr, rows, out_cols, mask, stride_ob, x_ptr.dtype.element_ty,
+              SILU_MUL, HAS_RES)
 
 
 @triton.jit

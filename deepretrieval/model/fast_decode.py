@@ -56,6 +56,7 @@ kernels overlap through programmatic dependent launch (kernels/pdl_triton.py).
 from __future__ import annotations
 
 import functools
+import os
 import weakref
 from typing import Callable, NamedTuple
 
@@ -115,6 +116,7 @@ class DecoderKey(NamedTuple):
     cuda_graphs: bool
     pdl: bool                      # kernels launched with programmatic dependent launch
     layer_kernels: tuple           # kernels/decode_layer.layer_kernel_mode of each bucket size up to rows
+    layer_config: str              # DEEPRETRIEVAL_LAYER_CONFIG, the layer kernel's tiles (graphs capture them)
     dtype: torch.dtype
     weights: tuple[int, ...]       # data pointers of the model's parameters
 
@@ -125,7 +127,8 @@ def decoder_for(model: Transformer, rows: int, max_len: int, params, pad_token_i
     its `deepretrieval.model.sampler.StepOutputs`, which the graph writes into)."""
     max_len = -(-max_len // SEQ_ROUND) * SEQ_ROUND
     key = DecoderKey(rows, max_len, params, pad_token_id, cuda_graphs, use_pdl(model.device),
-                     tuple(layer_kernel_mode(n) for n in bucket_sizes(rows)), model.dtype,
+                     tuple(layer_kernel_mode(n) for n in bucket_sizes(rows)),
+                     os.environ.get("DEEPRETRIEVAL_LAYER_CONFIG", ""), model.dtype,
                      tuple(p.data_ptr() for p in model.parameters()))
     decoder = _DECODERS.get(model)
     if decoder is None or decoder.key != key:
