@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import itertools
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from bench.launch_capture import captured_launches
 from bench.results_log import append_result
 
 DEVICE = torch.device("cuda")
@@ -268,9 +271,8 @@ def _decode_layer_case(model: str, B: int) -> Case:
     layer inside a stack (its input norm given, the next layer's written by its last stage, as
     kernels.decode_layer.decode_layers runs it); the persistent launch, also with the L2 prefetch
     and with two programs a SM; stream-K projections (work items, one a SM, sharing the tiles' K
-    blocks), staged and persistent; with --sweep other block configs."""
-    import itertools
-
+    blocks), staged and persistent; each projection stage and the attention alone, with the default
+    tiles and with stream-K (`_stage_launches`); with --sweep other block configs."""
     from deepretrieval.kernels.decode_layer import LAYER_SYNC_WORDS, LayerWeights, decode_layer_reference
     from deepretrieval.kernels.decode_layer_triton import decode_layer_triton, layer_config_from_env
     m = MODELS[model]
@@ -309,6 +311,11 @@ def _decode_layer_case(model: str, B: int) -> Case:
         baselines[f"{'persistent, ' if persistent_launch else ''}stream-K {','.join(map(str, stages))}"] = run(
             decode_layer_triton, sync=sync, persistent=persistent_launch,
             config=dataclasses.replace(default, stream_k=stages))
+    for name, config in (("", default), (", stream-K", dataclasses.replace(default, stream_k=(2, 4, 6, 7)))):
+        for stage in (2, 3, 4, 6, 7):
+            baselines[f"stage {stage} alone{name}"] = _in_turn(_stage_launches(
+                stage, [functools.partial(decode_layer_triton, x, w, 1e-6, cos, sin, pos, k, v, slot, start, end,
+                                          sync=sync, config=config) for w in copies]))
     if SWEEP:                                           # one knob at a time away from the default
         for change in (dict(qkv=(16, 128)), dict(qkv=(32, 256)), dict(qkv=(64, 128)), dict(o=(32, 128)),
                        dict(o=(16, 256)), dict(gate_up=(64, 128)), dict(gate_up=(16, 128)),
@@ -333,6 +340,31 @@ def _decode_layer_case(model: str, B: int) -> Case:
     return Case("decode_layer", f"{model} B={B} ctx={ctx}", dict(B=B, ctx=ctx, copies=len(copies)),
                 one + kv_bytes + 10 * _nbytes(x), run(decode_layer_triton, sync=sync),
                 run(decode_layer_reference), baselines)
+
+
+def _stage_launches(stage: int, calls: list[Callable[[], object]]) -> list[tuple]:
+    """The launches of one stage of the decode layer kernel, one per call of `calls` (each a
+    decode_layer_triton call on its own layer copy): each call's launches are captured, then run
+    once in order, so that the buffers the stage reads hold what the stages before wrote."""
+    import deepretrieval.kernels.decode_layer_triton as layer_triton
+    stage_launches = []
+    for call in calls:
+        with captured_launches((layer_triton, "_decode_layer_kernel")) as launches:
+            call()
+        for kernel, grid, args, kw in launches:
+            kernel[grid](*args, **kw)
+        stage_launches += [launch for launch in launches if launch[3]["STAGE"] == stage]
+    return stage_launches
+
+
+def _in_turn(launches: list[tuple]) -> Callable[[], None]:
+    """A function that runs the next of `launches` ((kernel, grid, args, kw)) at each call."""
+    turn = itertools.cycle(launches)
+
+    def launch():
+        kernel, grid, args, kw = next(turn)
+        kernel[grid](*args, **kw)
+    return launch
 
 
 def _head_sample_case(model: str, B: int, temperature: float) -> Case:

@@ -11,8 +11,6 @@ It needs the Triton kernels compiled, not interpreted: run it in a process witho
 (test_kernels_decode_layer.py starts one)."""
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 from triton.backends.compiler import GPUTarget
@@ -24,32 +22,12 @@ import deepretrieval.kernels.fused_linear_triton as fused_linear_triton
 import deepretrieval.kernels.head_sample_triton as head_sample_triton
 import deepretrieval.kernels.rmsnorm_triton as rmsnorm_triton
 import deepretrieval.kernels.sampling_triton as sampling_triton
+from bench.launch_capture import captured_launches
 from deepretrieval.kernels.decode_layer import LayerWeights
 
 HOPPER = GPUTarget("cuda", 90, 32)
 POINTER = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32",
            torch.int64: "*i64"}
-
-
-@contextlib.contextmanager
-def captured_launches(*where):
-    """For (module, name) pairs: module.name[grid](*args, **kw) appends (kernel, grid, args, kw) to
-    the yielded list instead of launching."""
-    kernels, launches = [getattr(module, name) for module, name in where], []
-
-    class Capture:
-        def __init__(self, kernel):
-            self.kernel = kernel
-
-        def __getitem__(self, grid):
-            return lambda *args, **kw: launches.append((self.kernel, grid, args, kw))
-    for (module, name), kernel in zip(where, kernels):
-        setattr(module, name, Capture(kernel))
-    try:
-        yield launches
-    finally:
-        for (module, name), kernel in zip(where, kernels):
-            setattr(module, name, kernel)
 
 
 def compiled(where, call) -> list[str]:

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.launch_capture import captured_launches
+
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # must precede the first import of a kernels.*_triton module
 pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
@@ -235,14 +237,10 @@ def test_layer_config_from_the_environment(monkeypatch):
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", "block_rows=16  prefetch=3,7 down_splits=2 gate_up=32,64")
     assert layer_config_from_env() == replace(LayerConfig(), block_rows=16, prefetch=(3, 7), down_splits=2,
                                               gate_up=(32, 64))
-    launches = []
-
-    class Capture:
-        def __getitem__(self, grid):
-            return lambda *args, **kw: launches.append((grid, kw))
-    monkeypatch.setattr(layer_triton, "_decode_layer_kernel", Capture())
     args = inputs(40, 48, 80, 6, 2, 16, 24, torch.float32, DEVICE)
-    call(decode_layer_triton, args, args[6])
+    with captured_launches((layer_triton, "_decode_layer_kernel")) as captured:
+        call(decode_layer_triton, args, args[6])
+    launches = [(grid, kw) for _, grid, _, kw in captured]
     assert {(kw["BLOCK_B"], kw["DOWN_SPLITS"], kw["PREFETCH"], kw["BN_GATE_UP"]) for _, kw in launches} == {
         (16, 2, 2 ** 3 + 2 ** 7, 32)}
     assert dict((kw["STAGE"], grid) for grid, kw in launches)[6] == (3 * 3,)    # 3 row blocks x 3 tiles of 32 columns
