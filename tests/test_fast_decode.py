@@ -336,7 +336,7 @@ def test_decoder_reuse_and_rebuild(monkeypatch):
 @pytest.mark.parametrize("family,temperature,rows,layer_kernel,layer_config", [
     ("qwen3", 0.0, 3, "", ""), ("qwen3", 1.0, 3, "", ""), ("qwen2", 0.0, 3, "", ""), ("qwen2", 1.0, 3, "", ""),
     ("qwen2", 1.0, 1, "", ""), ("qwen2", 1.0, 20, "off", ""), ("qwen2", 0.0, 20, "", ""),
-    ("qwen2", 1.0, 40, "persistent", ""), ("qwen2", 1.0, 20, "", "stream_k=2,4,6,7 stream_k_items=3")])
+    ("qwen2", 1.0, 40, "persistent", "stream_k=2,4,6,7 stream_k_items=3")])
 def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, rows, layer_kernel, layer_config):
     """The step's calls into the Triton launchers (shapes, strides, dtypes), on CPU in Triton's
     interpreter: the same tokens and log-probs as the step on the PyTorch references. qwen3 (q/k
@@ -344,8 +344,8 @@ def test_fast_step_through_triton_interpreter(monkeypatch, family, temperature, 
     row (head_dim 16) also the one-kernel qkv + RoPE + cache write; 20 rows the layer kernel (the
     default up to 64 rows), or with DEEPRETRIEVAL_LAYER_KERNEL=off the unfused layers over merged
     projections, and the LM head with the sampler in its epilogue; 40 rows the layer kernel asked
-    for as "persistent" (the interpreter runs it as stages); 20 rows with stream-K projections (three
-    work items a stage, DEEPRETRIEVAL_LAYER_CONFIG)."""
+    for as "persistent", with stream-K projections (three work items a stage,
+    DEEPRETRIEVAL_LAYER_CONFIG)."""
     pytest.importorskip("triton", reason="triton is a test dependency (Linux)")
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_KERNEL", layer_kernel)
     monkeypatch.setenv("DEEPRETRIEVAL_LAYER_CONFIG", layer_config)
