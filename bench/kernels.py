@@ -48,6 +48,8 @@ class Case:
     triton: Callable[[], object]
     reference: Callable[[], object]
     baselines: dict[str, Callable[[], object]]      # more implementations to time (SDPA, variants)
+    part_bytes: dict[str, int] = dataclasses.field(default_factory=dict)   # baselines that run a part of
+                                                    # the kernel (a stage alone): the least bytes it moves
 
 
 def _time_us(fn: Callable[[], object]) -> float:
@@ -311,8 +313,14 @@ def _decode_layer_case(model: str, B: int) -> Case:
         baselines[f"{'persistent, ' if persistent_launch else ''}stream-K {','.join(map(str, stages))}"] = run(
             decode_layer_triton, sync=sync, persistent=persistent_launch,
             config=dataclasses.replace(default, stream_k=stages))
+    kv_bytes = 2 * B * H_kv * ctx * D * k.element_size()
+    first = copies[0]
+    stage_bytes = {2: _nbytes(first.wq, first.wk, first.wv, *first.qkv_bias), 3: kv_bytes, 4: _nbytes(first.wo),
+                   6: _nbytes(first.gate, first.up), 7: _nbytes(first.down)}   # weights; the attention's keys/values
+    part_bytes = {}
     for name, config in (("", default), (", stream-K", dataclasses.replace(default, stream_k=(2, 4, 6, 7)))):
-        for stage in (2, 3, 4, 6, 7):
+        for stage in () if SWEEP else stage_bytes:
+            part_bytes[f"stage {stage} alone{name}"] = stage_bytes[stage]
             baselines[f"stage {stage} alone{name}"] = _in_turn(_stage_launches(
                 stage, [functools.partial(decode_layer_triton, x, w, 1e-6, cos, sin, pos, k, v, slot, start, end,
                                           sync=sync, config=config) for w in copies]))
@@ -336,10 +344,9 @@ def _decode_layer_case(model: str, B: int) -> Case:
                        dict(stream_k=(2, 4, 6, 7), down=(64, 128)), dict(stream_k=(2, 4, 6, 7), down=(16, 256))):
             baselines[" ".join(f"{k}={v}" for k, v in change.items())] = run(
                 decode_layer_triton, sync=sync, config=dataclasses.replace(default, **change))
-    kv_bytes = 2 * B * H_kv * ctx * D * 2
     return Case("decode_layer", f"{model} B={B} ctx={ctx}", dict(B=B, ctx=ctx, copies=len(copies)),
                 one + kv_bytes + 10 * _nbytes(x), run(decode_layer_triton, sync=sync),
-                run(decode_layer_reference), baselines)
+                run(decode_layer_reference), baselines, part_bytes)
 
 
 def _stage_launches(stage: int, calls: list[Callable[[], object]]) -> list[tuple]:
@@ -432,10 +439,12 @@ def _run_case(case: Case, hbm: float, l2_bytes: int) -> dict:
         times["compiled"] = None
     times.update({name: _time_us(fn) for name, fn in case.baselines.items()})
     gbps = case.bytes / (times["triton"] * 1e-6) / 1e9
+    parts = {name: {"bytes": n, "GBps": n / (times[name] * 1e-6) / 1e9, "hbm_fraction": n / (times[name] * 1e-6) / hbm}
+             for name, n in case.part_bytes.items()}
     return {"kernel": case.kernel, "case": case.name, **case.shape, "dtype": "bfloat16",
             "bytes": case.bytes, "l2_resident": case.bytes < l2_bytes, "us": times,
             "speedup_vs": {name: t / times["triton"] for name, t in times.items() if name != "triton" and t},
-            "triton_GBps": gbps, "hbm_GBps": hbm / 1e9, "hbm_fraction": gbps * 1e9 / hbm}
+            "triton_GBps": gbps, "hbm_GBps": hbm / 1e9, "hbm_fraction": gbps * 1e9 / hbm, "parts": parts}
 
 
 def _print_row(rec: dict) -> None:
@@ -447,6 +456,9 @@ def _print_row(rec: dict) -> None:
     print(f"{rec['kernel']:17s} {rec['case']:32s} {us['triton']:9.1f} {us['eager']:9.1f} "
           f"({speedup['eager']:5.2f}x) {compiled} {rec['triton_GBps']:7.0f} "
           f"{100 * rec['hbm_fraction']:5.1f}%{' L2' if rec['l2_resident'] else '   '}  {others}")
+    if rec["parts"]:
+        print("    parts: " + "  ".join(f"{name} {us[name]:.2f} us {p['GBps']:.0f} GB/s {100 * p['hbm_fraction']:.0f}%"
+                                       for name, p in rec["parts"].items()))
 
 
 def main(argv: list[str] | None = None) -> int:
