@@ -4,8 +4,9 @@ for the GPU fails on CPU CI too: every stage of the decode layer kernel, decode 
 reduce, the sampler, the fused LM head + sampler, fused_linear. Numerics are the interpreter and
 GPU tests' job.
 
-    python tests/hopper_compile.py      # prints each launch's grid, prefetches, cp.async and wgmma
-                                        # instructions, and shared memory; raises on error
+    PYTHONPATH=. python tests/hopper_compile.py    # from the repository root (it imports bench/): prints
+                                                   # each launch's grid, prefetches, cp.async and wgmma
+                                                   # instructions, and shared memory; raises on error
 
 It needs the Triton kernels compiled, not interpreted: run it in a process without TRITON_INTERPRET
 (test_kernels_decode_layer.py starts one)."""
