@@ -368,20 +368,20 @@ def _projection_item(S: tl.constexpr, item, items, per_split, xn_ptr, qkv_ptr, a
                      DOT_FP32: tl.constexpr, INTERPRETED: tl.constexpr):
     """Work item `item` of projection stage S (2 qkv, 4 o, 6 gate/up, 7 down). Without stream-K for S
     (bit S of STREAM_K) the item is a tile and all of its K. With it, the stage's (tile, K block)
-    units are shared evenly by `items` items in order (stream-K, Osama et al. 2023), so that a
-    stage with fewer tiles than SMs (gate/up at Qwen2.5-0.5B: 76 tiles for 132 SMs) still keeps
-    every SM reading weights; a tile cut between items is finished by the item holding its last K
-    block, which adds the others' stored partials. An item runs its tiles last to first: the K range
-    it shares with the next item is stored first (the next item finishes that tile at its own end),
-    and the range it finishes, shared with the item before, comes last, long after that item stored
-    its part at its start. COUNT_SPLITS (persistent launch): count each finished gate/up tile for
-    the down splits that read it."""
+    units are shared evenly by the stage's `items` work items (`_projection_items`) in order
+    (stream-K, Osama et al. 2023), so that a stage with fewer tiles than SMs (gate/up at
+    Qwen2.5-0.5B: 76 tiles for 132 SMs) still keeps every SM reading weights; a tile cut between
+    items is finished by the item holding its last K block, which adds the others' stored
+    partials. An item runs its tiles last to first: the K range it shares with the next item is
+    stored first (the next item finishes that tile at its own end), and the range it finishes,
+    shared with the item before, comes last, long after that item stored its part at its start.
+    COUNT_SPLITS (persistent launch): count each finished gate/up tile for the down splits that
+    read it."""
     tiles, K, block_k = _projection_geometry(S, B, C, FF, NQ, NKV, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP,
                                              BK_GATE_UP, BN_DOWN, BK_DOWN)
     if STREAM_K & (1 << S) != 0:
         units = tl.cdiv(K, block_k)
         total = tiles * units
-        items = tl.minimum(items, total)                 # as `_projection_items` counts them
         lo, hi = _stream_k_share(item, items, total)
         last_tile = (hi - 1) // units
         for t in range(last_tile, lo // units - 1, -1):
@@ -393,9 +393,9 @@ def _projection_item(S: tl.constexpr, item, items, per_split, xn_ptr, qkv_ptr, a
             k_hi = tl.minimum((u_hi - t * units) * block_k, K)
             _projection_piece(S, t, k_lo, k_hi, item, first_item, final, xn_ptr, qkv_ptr, attn_ptr, x_ptr, h_ptr,
                               hn_ptr, act_ptr, out_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr,
-                              gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, stream_k_ptr, sync_ptr, B, C,
-                              FF, NQ, NKV, HAS_QKV_BIAS, HAS_O_BIAS, HAS_MLP_BIAS, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O,
-                              BN_GATE_UP, BK_GATE_UP, BN_DOWN, BK_DOWN, DOT_FP32, True, INTERPRETED)
+                              gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, stream_k_ptr, sync_ptr,
+                              B, C, FF, NQ, NKV, HAS_QKV_BIAS, HAS_O_BIAS, HAS_MLP_BIAS, BLOCK_B, BN_QKV, BK_QKV,
+                              BN_O, BK_O, BN_GATE_UP, BK_GATE_UP, BN_DOWN, BK_DOWN, DOT_FP32, True, INTERPRETED)
             if COUNT_SPLITS and S == 6:
                 if final:
                     _count_gate_up_tile(t, tl.cdiv(FF, BN_GATE_UP), per_split, sync_ptr, FF, BN_GATE_UP)
@@ -521,11 +521,11 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
             _norm_row(row, x_ptr, attn_norm_ptr, xn_ptr, C, eps, BLOCK_C)
     if STAGE == 2 or STAGE == 4 or STAGE == 6 or (STAGE == 7 and DOWN_STREAM_K):
         for item in range(pid, tiles[STAGE - 1], num_programs):
-            _projection_item(STAGE, item, items, per_split, xn_ptr, qkv_ptr, attn_ptr, x_ptr, h_ptr, hn_ptr, act_ptr,
-                             out_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr, gate_ptr, up_ptr,
-                             down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, stream_k_ptr, sync_ptr, B, C, FF, NQ, NKV,
-                             HAS_QKV_BIAS, HAS_O_BIAS, HAS_MLP_BIAS, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O, BN_GATE_UP,
-                             BK_GATE_UP, BN_DOWN, BK_DOWN, STREAM_K, False, DOT_FP32, INTERPRETED)
+            _projection_item(STAGE, item, tiles[STAGE - 1], per_split, xn_ptr, qkv_ptr, attn_ptr, x_ptr, h_ptr,
+                             hn_ptr, act_ptr, out_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr, bo_ptr,
+                             gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr, stream_k_ptr, sync_ptr, B, C,
+                             FF, NQ, NKV, HAS_QKV_BIAS, HAS_O_BIAS, HAS_MLP_BIAS, BLOCK_B, BN_QKV, BK_QKV, BN_O, BK_O,
+                             BN_GATE_UP, BK_GATE_UP, BN_DOWN, BK_DOWN, STREAM_K, False, DOT_FP32, INTERPRETED)
     if STAGE == 3:
         for t in range(pid, B * H_KV, num_programs):
             _attention_tile(t, qkv_ptr, q_ptr, attn_ptr, cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr, slot_ptr, start_ptr,
@@ -564,7 +564,7 @@ def _decode_layer_kernel(x_ptr, xn_ptr, qkv_ptr, q_ptr, attn_ptr, h_ptr, hn_ptr,
                     if S == 1:
                         _norm_row(t, x_ptr, attn_norm_ptr, xn_ptr, C, eps, BLOCK_C)
                     if S == 2 or S == 4 or S == 6 or (S == 7 and DOWN_STREAM_K):
-                        _projection_item(S, t, items, per_split, xn_ptr, qkv_ptr, attn_ptr, x_ptr, h_ptr, hn_ptr,
+                        _projection_item(S, t, tiles[S - 1], per_split, xn_ptr, qkv_ptr, attn_ptr, x_ptr, h_ptr, hn_ptr,
                                          act_ptr, out_ptr, wq_ptr, wk_ptr, wv_ptr, bq_ptr, bk_ptr, bv_ptr, wo_ptr,
                                          bo_ptr, gate_ptr, up_ptr, down_ptr, b_gate_ptr, b_up_ptr, b_down_ptr,
                                          stream_k_ptr, sync_ptr, B, C, FF, NQ, NKV, HAS_QKV_BIAS, HAS_O_BIAS,
